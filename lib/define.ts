@@ -1,0 +1,133 @@
+// defineHandler / defineTask: the identity of work across threads.
+//
+// A function cannot be sent to another thread; its module can. So each
+// definition is recorded as `moduleUrl#n`, where n counts the definitions made
+// by that module in the order it makes them. A worker that imports the same
+// module runs the same definitions in the same order and so finds the same
+// function at the same n: unexported and anonymous functions work too.
+//
+// The registry lives on globalThis under a Symbol.for() key, so that every copy
+// of this file in a thread (ESM and require(esm), or two installs of the
+// package) shares one table.
+import { isAbsolute } from 'node:path'
+import { pathToFileURL } from 'node:url'
+
+export type DefinitionKind = 'handler' | 'task'
+
+export interface Definition {
+  /** `moduleUrl#n`: what a task message names. */
+  readonly id: string
+  readonly moduleUrl: string
+  readonly index: number
+  readonly kind: DefinitionKind
+  /** `function*` or `async function*`: the handler streams (see the streaming docs). */
+  readonly generator: boolean
+}
+
+interface Registry {
+  /** moduleUrl -> the functions it defined, in order. */
+  readonly modules: Map<string, Function[]>
+}
+
+const kRegistry = Symbol.for('fastify-blocking.registry')
+export const kDefinition = Symbol.for('fastify-blocking.definition')
+
+type GlobalWithRegistry = typeof globalThis & { [kRegistry]?: Registry }
+
+function registry (): Registry {
+  const g = globalThis as GlobalWithRegistry
+  let r = g[kRegistry]
+  if (r === undefined) {
+    r = { modules: new Map() }
+    g[kRegistry] = r
+  }
+  return r
+}
+
+/**
+ * Accepts what a module knows about itself: `import.meta.url` (a `file:` URL
+ * string), a `URL`, or `__filename` (an absolute path). Anything else is a
+ * mistake that would make the worker load the wrong module, so it throws.
+ */
+export function normalizeModuleUrl (moduleUrl: unknown, fnName: string): string {
+  if (moduleUrl instanceof URL) {
+    if (moduleUrl.protocol === 'file:') return moduleUrl.href
+  } else if (typeof moduleUrl === 'string') {
+    if (moduleUrl.startsWith('file:')) return new URL(moduleUrl).href
+    if (isAbsolute(moduleUrl)) return pathToFileURL(moduleUrl).href
+  }
+  throw new TypeError(
+    `${fnName}(moduleUrl, fn): moduleUrl must be import.meta.url, __filename or a file: URL, got ${String(moduleUrl)}`
+  )
+}
+
+function define<F extends Function> (kind: DefinitionKind, moduleUrl: unknown, fn: F): F {
+  const caller = kind === 'handler' ? 'defineHandler' : 'defineTask'
+  const url = normalizeModuleUrl(moduleUrl, caller)
+  if (typeof fn !== 'function') {
+    throw new TypeError(`${caller}(moduleUrl, fn): fn must be a function, got ${typeof fn}`)
+  }
+  const existing = definitionOf(fn)
+  if (existing !== undefined) {
+    throw new TypeError(`${caller}: this function is already defined as ${existing.id}; define each function once`)
+  }
+  const modules = registry().modules
+  let list = modules.get(url)
+  if (list === undefined) {
+    list = []
+    modules.set(url, list)
+  }
+  const index = list.length
+  list.push(fn)
+  const ctor = fn.constructor.name
+  const definition: Definition = {
+    id: `${url}#${index}`,
+    moduleUrl: url,
+    index,
+    kind,
+    generator: ctor === 'GeneratorFunction' || ctor === 'AsyncGeneratorFunction'
+  }
+  Object.defineProperty(fn, kDefinition, { value: definition })
+  return fn
+}
+
+/** The definition a function was tagged with, if any. */
+export function definitionOf (fn: unknown): Definition | undefined {
+  if (typeof fn !== 'function') return undefined
+  return (fn as { [kDefinition]?: Definition })[kDefinition]
+}
+
+/** The function a worker should run for `id`, once its module has been imported. */
+export function lookup (id: string): Function | undefined {
+  const hash = id.lastIndexOf('#')
+  const list = registry().modules.get(id.slice(0, hash))
+  return list?.[Number(id.slice(hash + 1))]
+}
+
+/** How many definitions a module made in this thread (0 if it was never imported here). */
+export function definedIn (moduleUrl: string): number {
+  return registry().modules.get(moduleUrl)?.length ?? 0
+}
+
+/**
+ * A readable name: the export name if the module's namespace holds the
+ * function, else its own name, else `module#n`.
+ */
+export function nameOf (definition: Definition, fn: Function, namespace?: Record<string, unknown>): string {
+  if (namespace !== undefined) {
+    for (const key of Object.keys(namespace)) {
+      if (namespace[key] === fn && key !== 'default') return key
+    }
+  }
+  if (fn.name !== '' && fn.name !== 'default') return fn.name
+  const file = definition.moduleUrl.slice(definition.moduleUrl.lastIndexOf('/') + 1)
+  return `${file}#${definition.index}`
+}
+
+export function defineHandlerUntyped<F extends Function> (moduleUrl: string | URL, fn: F): F {
+  return define('handler', moduleUrl, fn)
+}
+
+export function defineTaskUntyped<F extends Function> (moduleUrl: string | URL, fn: F): F {
+  return define('task', moduleUrl, fn)
+}

@@ -1,0 +1,81 @@
+// Every error the plugin raises, in one place, each with a code and a status
+// (see the errors table in README.md). Made with @fastify/error so that users
+// can match them with `instanceof` or by `code`, and so that Fastify's error
+// handler answers with the right status.
+import createError from '@fastify/error'
+
+export const FST_BLOCKING_QUEUE_FULL = createError<'FST_BLOCKING_QUEUE_FULL', 503, [string]>(
+  'FST_BLOCKING_QUEUE_FULL',
+  'The worker pool is busy: %s',
+  503
+)
+
+export const FST_BLOCKING_TIMEOUT = createError<'FST_BLOCKING_TIMEOUT', 503, [string, number]>(
+  'FST_BLOCKING_TIMEOUT',
+  '%s ran for more than %d ms; its thread was stopped',
+  503
+)
+
+export const FST_BLOCKING_WORKER_CRASHED = createError<'FST_BLOCKING_WORKER_CRASHED', 500, [string, string]>(
+  'FST_BLOCKING_WORKER_CRASHED',
+  'The worker thread running %s died: %s',
+  500
+)
+
+export const FST_BLOCKING_NOT_CLONEABLE = createError<'FST_BLOCKING_NOT_CLONEABLE', 500, [string]>(
+  'FST_BLOCKING_NOT_CLONEABLE',
+  '%s',
+  500
+)
+
+export const FST_BLOCKING_HANDLER_NOT_DEFINED = createError<'FST_BLOCKING_HANDLER_NOT_DEFINED', 500, [string]>(
+  'FST_BLOCKING_HANDLER_NOT_DEFINED',
+  '%s',
+  500
+)
+
+export const FST_BLOCKING_MULTIPART_LIMIT = createError<'FST_BLOCKING_MULTIPART_LIMIT', 413, [string]>(
+  'FST_BLOCKING_MULTIPART_LIMIT',
+  'Multipart limit exceeded: %s',
+  413
+)
+
+export const FST_BLOCKING_MULTIPART_INVALID = createError<'FST_BLOCKING_MULTIPART_INVALID', 400, [string]>(
+  'FST_BLOCKING_MULTIPART_INVALID',
+  'Malformed multipart body: %s',
+  400
+)
+
+/** Raised for a bad plugin or route option: a programming error, found at startup. */
+export const FST_BLOCKING_INVALID_OPTION = createError<'FST_BLOCKING_INVALID_OPTION', 500, [string]>(
+  'FST_BLOCKING_INVALID_OPTION',
+  '%s',
+  500
+)
+
+/** The plugin was registered inside one of its own worker threads (see workers/worker.ts). */
+export const FST_BLOCKING_REGISTERED_IN_WORKER = createError<'FST_BLOCKING_REGISTERED_IN_WORKER', 500, [string]>(
+  'FST_BLOCKING_REGISTERED_IN_WORKER',
+  '%s',
+  500
+)
+
+/** The plugin is closing and takes no new work. */
+export const FST_BLOCKING_CLOSED = createError<'FST_BLOCKING_CLOSED', 503, [string]>(
+  'FST_BLOCKING_CLOSED',
+  'The worker pool is closed: %s',
+  503
+)
+
+export const errors = {
+  FST_BLOCKING_QUEUE_FULL,
+  FST_BLOCKING_TIMEOUT,
+  FST_BLOCKING_WORKER_CRASHED,
+  FST_BLOCKING_NOT_CLONEABLE,
+  FST_BLOCKING_HANDLER_NOT_DEFINED,
+  FST_BLOCKING_MULTIPART_LIMIT,
+  FST_BLOCKING_MULTIPART_INVALID,
+  FST_BLOCKING_INVALID_OPTION,
+  FST_BLOCKING_REGISTERED_IN_WORKER,
+  FST_BLOCKING_CLOSED
+}

@@ -1,0 +1,187 @@
+// fastify-blocking: route handlers, tasks and uploads on a shared worker pool.
+//
+// Read this file as the table of contents: options (options.ts) -> one pool
+// (pools/) behind one scheduler (scheduler.ts) -> routes marked `blocking`
+// get their handler swapped in onRoute (route.ts) -> the worker entry runs it
+// (workers/worker.ts). Startup checks run in onReady; onClose drains and
+// destroys the pool.
+import type { FastifyInstance, FastifyPluginAsync, RouteGenericInterface, RouteOptions } from 'fastify'
+import fp from 'fastify-plugin'
+import { definitionOf, defineHandlerUntyped, defineTaskUntyped, nameOf, type Definition } from './define.js'
+import { errors, FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_INVALID_OPTION, FST_BLOCKING_REGISTERED_IN_WORKER } from './errors.js'
+import { resolveOptions, resolveRouteOptions } from './options.js'
+import { createPool } from './pools/adapter.js'
+import { createBlockingHandler, kBlockingHandler, payloadOf, type BlockingRoute } from './route.js'
+import { Scheduler } from './scheduler.js'
+import type {
+  BlockingDecorator,
+  BlockingHandler,
+  BlockingPluginOptions,
+  BlockingRouteOptions,
+  BlockingStats,
+  BlockingTask
+} from './types.js'
+import type { CheckOutcome, RunTask } from '../workers/protocol.js'
+
+export * from './errors.js'
+export type * from './types.js'
+
+const kWorkerContext = Symbol.for('fastify-blocking.worker')
+
+interface WorkerContext { loading: string | undefined, registeredBy: string | undefined }
+
+/**
+ * Tags a route handler so that a worker can find it: `moduleUrl` is the
+ * module's own `import.meta.url` (or `__filename`). Returns `fn` itself.
+ */
+export function defineHandler<G extends RouteGenericInterface = RouteGenericInterface, F extends BlockingHandler<G> = BlockingHandler<G>> (
+  moduleUrl: string | URL,
+  fn: F
+): F {
+  return defineHandlerUntyped(moduleUrl, fn)
+}
+
+/** Tags a background task (or any function for `app.blocking.run`). Returns `fn` itself. */
+export function defineTask<F extends BlockingTask<never[]>> (moduleUrl: string | URL, fn: F): F {
+  return defineTaskUntyped(moduleUrl, fn)
+}
+
+function routeLabel (route: RouteOptions): string {
+  const method = Array.isArray(route.method) ? route.method.join(',') : route.method
+  return `${method} ${route.url}`
+}
+
+const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastify, opts) => {
+  const inWorker = (globalThis as Record<symbol, WorkerContext | undefined>)[kWorkerContext]
+  if (inWorker !== undefined) {
+    inWorker.registeredBy = inWorker.loading ?? 'a module'
+    throw new FST_BLOCKING_REGISTERED_IN_WORKER(
+      `fastify-blocking was registered inside one of its worker threads, by ${inWorker.registeredBy}: ` +
+      'move blocking handlers and tasks into their own module that does not build the app'
+    )
+  }
+  if (fastify.hasDecorator('blocking')) {
+    throw new FST_BLOCKING_INVALID_OPTION('fastify-blocking is already registered: register it once, at the root of the app')
+  }
+  const options = resolveOptions(opts)
+  const scheduler = new Scheduler({
+    capacity: options.maxThreads,
+    maxQueue: options.maxQueue,
+    backgroundQueue: options.backgroundQueue
+  })
+  const pool = await createPool(options.pool, {
+    maxThreads: options.maxThreads,
+    minThreads: options.minThreads,
+    idleTimeout: options.idleTimeout,
+    resourceLimits: options.resourceLimits,
+    workerData: { slots: scheduler.slots, pool: options.pool },
+    onError: (err) => fastify.log.error({ err }, 'fastify-blocking: a worker thread failed while idle; it was replaced')
+  })
+  scheduler.attach(pool)
+
+  const routes: BlockingRoute[] = []
+  const problems: string[] = []
+
+  fastify.addHook('onRoute', (route) => {
+    const handler = route.handler as Function & { [kBlockingHandler]?: BlockingRoute }
+    if (handler[kBlockingHandler] !== undefined) return
+    const label = routeLabel(route)
+    const given = (route as { blocking?: unknown }).blocking ?? (route.config as { blocking?: unknown } | undefined)?.blocking
+    const routeOptions = resolveRouteOptions(label, given, options)
+    if (routeOptions === undefined) return
+    const definition = definitionOf(handler)
+    if (definition === undefined) {
+      problems.push(
+        `${label}: its handler was not made with defineHandler. Move it into a module of its own and wrap it: ` +
+        'export const handler = defineHandler(import.meta.url, (request, reply) => { ... })'
+      )
+      return
+    }
+    if (definition.generator) {
+      problems.push(`${label}: generator handlers (streaming) are not supported yet`)
+      return
+    }
+    const record: BlockingRoute = { fn: definition.id, label, url: route.url, options: routeOptions }
+    routes.push(record)
+    route.handler = createBlockingHandler(record, scheduler)
+  })
+
+  fastify.addHook('onReady', async () => {
+    if (routes.length > 0 && problems.length === 0) {
+      // Load every handler module in a worker now, so that a handler a worker
+      // cannot find is reported at startup, not on the first request.
+      const fns = [...new Set(routes.map((r) => r.fn))]
+      const { missing } = await pool.run({ type: 'blocking:check', fns }, undefined, undefined) as CheckOutcome
+      for (const route of routes) {
+        const why = missing[route.fn]
+        if (why !== undefined) problems.push(`${route.label}: a worker thread cannot load its handler (${route.fn}): ${why}`)
+      }
+    }
+    if (problems.length > 0) {
+      throw new FST_BLOCKING_HANDLER_NOT_DEFINED(problems.join('\n'))
+    }
+  })
+
+  fastify.addHook('onClose', async () => {
+    await scheduler.close(options.closeTimeout, (job) => {
+      fastify.log.error({ task: job.label }, 'fastify-blocking: closing, dropped a task that had not started')
+    })
+    await pool.destroy()
+  })
+
+  const names = new Map<string, string>()
+  async function nameFor (fn: Function, definition: Definition): Promise<string> {
+    let name = names.get(definition.id)
+    if (name === undefined) {
+      let namespace: Record<string, unknown> | undefined
+      try {
+        namespace = await import(definition.moduleUrl) as Record<string, unknown>
+      } catch {
+        namespace = undefined
+      }
+      name = nameOf(definition, fn, namespace)
+      names.set(definition.id, name)
+    }
+    return name
+  }
+
+  const decorator: BlockingDecorator = {
+    async run (fn, ...args) {
+      const definition = definitionOf(fn)
+      if (definition === undefined) {
+        throw new FST_BLOCKING_HANDLER_NOT_DEFINED(
+          'app.blocking.run(fn): fn was not made with defineHandler or defineTask, so a worker cannot find it'
+        )
+      }
+      const task: RunTask = { type: 'blocking:run', fn: definition.id, slot: -1, args }
+      const label = `app.blocking.run(${await nameFor(fn, definition)})`
+      const entry = scheduler.submit({ task, lane: 'request', label, timeout: options.taskTimeout })
+      return payloadOf(await entry.promise) as never
+    },
+    stats (): BlockingStats {
+      const { request, background, utilization } = scheduler.stats()
+      return { threads: pool.threads(), ...request, utilization, background }
+    }
+  }
+  fastify.decorate('blocking', decorator)
+}
+
+const plugin = fp(fastifyBlocking, { name: 'fastify-blocking', fastify: '5.x' })
+
+export { plugin as fastifyBlocking, errors }
+export default plugin
+
+declare module 'fastify' {
+  interface RouteShorthandOptions {
+    /** Run this route's handler on the worker pool (see fastify-blocking). */
+    blocking?: boolean | BlockingRouteOptions
+  }
+  interface FastifyContextConfig {
+    blocking?: boolean | BlockingRouteOptions
+  }
+  interface FastifyInstance {
+    blocking: BlockingDecorator
+  }
+}
+
+export type { FastifyInstance }

@@ -1,0 +1,116 @@
+// Defaults and validation of the plugin's options and of `blocking` on a route.
+// Every check names the option and what it must be: a wrong option is found at
+// register time, never on the first request.
+import { availableParallelism } from 'node:os'
+import { FST_BLOCKING_INVALID_OPTION } from './errors.js'
+import type { BlockingPluginOptions, BlockingRouteOptions, MultipartLimits } from './types.js'
+
+export interface ResolvedOptions {
+  pool: 'piscina' | 'tinypool'
+  maxThreads: number
+  minThreads: number | undefined
+  idleTimeout: number
+  maxQueue: number
+  taskTimeout: number
+  closeTimeout: number
+  backgroundQueue: number
+  resourceLimits: NonNullable<BlockingPluginOptions['resourceLimits']>
+  multipart: { limits: MultipartLimits, spoolThreshold: number }
+}
+
+export interface ResolvedRouteOptions {
+  timeout: number
+  highWaterMark: number
+  multipartLimits: MultipartLimits
+}
+
+const LIMIT_NAMES = ['fieldNameSize', 'fieldSize', 'fields', 'fileSize', 'files', 'parts', 'headerPairs'] as const
+export const DEFAULT_MULTIPART_LIMITS: MultipartLimits = { fileSize: 1_048_576 }
+
+function invalid (message: string): Error {
+  return new FST_BLOCKING_INVALID_OPTION(message)
+}
+
+function integer (name: string, value: unknown, fallback: number, min: number): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
+    throw invalid(`options.${name} must be ${min === 0 ? 'a non-negative' : 'a positive'} integer, got ${String(value)}`)
+  }
+  return value
+}
+
+function object (name: string, value: unknown): Record<string, unknown> {
+  if (value === undefined) return {}
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw invalid(`options.${name} must be an object`)
+  }
+  return value as Record<string, unknown>
+}
+
+function limits (name: string, value: unknown): MultipartLimits {
+  const given = object(name, value)
+  const out: MultipartLimits = {}
+  for (const key of Object.keys(given)) {
+    if (!(LIMIT_NAMES as readonly string[]).includes(key)) {
+      throw invalid(`options.${name}.${key} is not a multipart limit (one of ${LIMIT_NAMES.join(', ')})`)
+    }
+    out[key as keyof MultipartLimits] = integer(`${name}.${key}`, given[key], 0, 0)
+  }
+  return out
+}
+
+export function resolveOptions (opts: BlockingPluginOptions): ResolvedOptions {
+  const given = object('', opts) as BlockingPluginOptions
+  const pool = given.pool ?? 'piscina'
+  if (pool !== 'piscina' && pool !== 'tinypool') {
+    throw invalid(`options.pool must be 'piscina' or 'tinypool', got ${String(pool)}`)
+  }
+  const maxThreads = integer('maxThreads', given.maxThreads, availableParallelism(), 1)
+  const minThreads = given.minThreads === undefined ? undefined : integer('minThreads', given.minThreads, 0, 0)
+  if (minThreads !== undefined && minThreads > maxThreads) {
+    throw invalid(`options.minThreads (${minThreads}) must not exceed options.maxThreads (${maxThreads})`)
+  }
+  const multipart = object('multipart', given.multipart)
+  return {
+    pool,
+    maxThreads,
+    minThreads,
+    idleTimeout: integer('idleTimeout', given.idleTimeout, 30_000, 0),
+    maxQueue: integer('maxQueue', given.maxQueue, maxThreads * 64, 0),
+    taskTimeout: integer('taskTimeout', given.taskTimeout, 0, 0),
+    closeTimeout: integer('closeTimeout', given.closeTimeout, 10_000, 0),
+    backgroundQueue: integer('backgroundQueue', given.backgroundQueue, 10_000, 0),
+    resourceLimits: object('resourceLimits', given.resourceLimits),
+    multipart: {
+      limits: { ...DEFAULT_MULTIPART_LIMITS, ...limits('multipart.limits', multipart.limits) },
+      spoolThreshold: integer('multipart.spoolThreshold', multipart.spoolThreshold, 1_048_576, 0)
+    }
+  }
+}
+
+/**
+ * `blocking` of a route (or of its config), resolved against the plugin's
+ * options. Returns undefined for a route that is not blocking.
+ */
+export function resolveRouteOptions (
+  route: string,
+  value: unknown,
+  plugin: ResolvedOptions
+): ResolvedRouteOptions | undefined {
+  if (value === undefined || value === false) return undefined
+  if (value !== true && (value === null || typeof value !== 'object' || Array.isArray(value))) {
+    throw invalid(`${route}: blocking must be true or an object, got ${String(value)}`)
+  }
+  const given = (value === true ? {} : value) as BlockingRouteOptions & Record<string, unknown>
+  for (const key of Object.keys(given)) {
+    if (key !== 'timeout' && key !== 'highWaterMark' && key !== 'multipart') {
+      throw invalid(`${route}: blocking.${key} is not an option (timeout, highWaterMark, multipart)`)
+    }
+  }
+  const multipart = object('blocking.multipart', given.multipart)
+  return {
+    timeout: integer('blocking.timeout', given.timeout, plugin.taskTimeout, 0),
+    highWaterMark: integer('blocking.highWaterMark', given.highWaterMark, 65_536, 1),
+    multipartLimits: { ...plugin.multipart.limits, ...limits('blocking.multipart.limits', multipart.limits) }
+  }
+}

@@ -1,0 +1,34 @@
+// One small interface in front of the two pools. The scheduler never hands a
+// pool more tasks than it has threads, so the pools' own queues stay empty:
+// queueing, lanes and cancellation are ours (lib/scheduler.ts).
+import type { Transferable } from 'node:worker_threads'
+import type { Task, WorkerData } from '../../workers/protocol.js'
+
+export interface PoolConfig {
+  maxThreads: number
+  minThreads: number | undefined
+  idleTimeout: number
+  resourceLimits: Record<string, number | undefined>
+  workerData: WorkerData
+  /** An error the pool raised outside any task (a thread that died while idle). */
+  onError: (err: Error) => void
+}
+
+export interface PoolAdapter {
+  /**
+   * Runs a task on a thread. Aborting `signal` while the task runs terminates
+   * its thread (the pool replaces it): only used for timeouts.
+   */
+  run: (task: Task, transferList: Transferable[] | undefined, signal: AbortSignal | undefined) => Promise<unknown>
+  /** Threads alive now. */
+  threads: () => number
+  /** Terminates every thread. */
+  destroy: () => Promise<void>
+}
+
+export const workerFilename = new URL('../../workers/worker.js', import.meta.url)
+
+export async function createPool (kind: 'piscina' | 'tinypool', config: PoolConfig): Promise<PoolAdapter> {
+  const mod = kind === 'piscina' ? await import('./piscina.js') : await import('./tinypool.js')
+  return mod.create(config)
+}

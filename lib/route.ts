@@ -1,0 +1,113 @@
+// A blocking route: the request snapshot goes out, the worker's reply is
+// replayed on Fastify's reply. Everything else (hooks, validation, serializers,
+// the error handler) stays Fastify's: only the handler moves.
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { FST_BLOCKING_QUEUE_FULL } from './errors.js'
+import type { ResolvedRouteOptions } from './options.js'
+import type { Scheduler } from './scheduler.js'
+import { PayloadKind, type HandleTask, type LogLine, type Outcome, type SerializedError } from '../workers/protocol.js'
+
+/** Marks a handler this plugin made, so that a route seen twice (the automatic HEAD route) is not wrapped twice. */
+export const kBlockingHandler = Symbol('fastify-blocking.handler')
+
+export interface BlockingRoute {
+  /** The handler's identity (lib/define.ts). */
+  fn: string
+  /** `GET /users/:id`: for errors and logs. */
+  label: string
+  /** The route's pattern. */
+  url: string
+  options: ResolvedRouteOptions
+}
+
+export function writeLogs (log: FastifyRequest['log'], lines: LogLine[]): void {
+  for (const line of lines) {
+    if (line.obj === undefined) log[line.level](line.msg as string)
+    else log[line.level](line.obj, line.msg)
+  }
+}
+
+/** The worker's error, rebuilt so that Fastify's error handler sees what the handler threw (its stack stays in the logs). */
+export function reviveError (serialized: SerializedError): Error {
+  const err = new Error(serialized.message) as Error & Record<string, unknown>
+  if (serialized.props !== undefined) Object.assign(err, serialized.props)
+  err.name = serialized.name
+  if (serialized.code !== undefined) err.code = serialized.code
+  if (serialized.statusCode !== undefined) err.statusCode = serialized.statusCode
+  if (serialized.stack !== undefined) err.stack = serialized.stack
+  return err
+}
+
+/** The payload an outcome carries, as the main thread should use it. */
+export function payloadOf (outcome: Outcome): unknown {
+  switch (outcome.kind) {
+    case PayloadKind.Bytes: {
+      const bytes = outcome.value as Uint8Array
+      // A view over the transferred buffer: no copy.
+      return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+    }
+    case PayloadKind.Error:
+      throw reviveError(outcome.value as SerializedError)
+    default:
+      return outcome.value
+  }
+}
+
+function deliver (request: FastifyRequest, reply: FastifyReply, outcome: Outcome): unknown {
+  if (outcome.logs !== undefined) writeLogs(request.log, outcome.logs)
+  if (outcome.kind === PayloadKind.Skipped) return undefined
+  if (outcome.status !== undefined) reply.code(outcome.status)
+  if (outcome.headers !== undefined) reply.headers(outcome.headers)
+  return payloadOf(outcome)
+}
+
+export function createBlockingHandler (route: BlockingRoute, scheduler: Scheduler) {
+  const { fn, label, url } = route
+  const { timeout } = route.options
+  // A plain function, not an arrow: Fastify binds handlers to their encapsulated instance.
+  function blockingHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+    const task: HandleTask = {
+      type: 'blocking:handle',
+      fn,
+      slot: -1,
+      request: {
+        id: request.id,
+        method: request.method,
+        url: request.url,
+        routeUrl: url,
+        params: request.params,
+        query: request.query,
+        headers: request.headers,
+        body: request.body,
+        ip: request.ip,
+        hostname: request.hostname,
+        protocol: request.protocol
+      }
+    }
+    let entry: ReturnType<Scheduler['submit']>
+    try {
+      entry = scheduler.submit({ task, lane: 'request', label, timeout })
+    } catch (err) {
+      if (err instanceof FST_BLOCKING_QUEUE_FULL) reply.header('retry-after', scheduler.retryAfter())
+      return Promise.reject(err)
+    }
+    const raw = reply.raw
+    // The client went away: a queued task is dropped, a running one sees request.signal abort.
+    const onClose = (): void => {
+      if (!raw.writableFinished) scheduler.cancel(entry)
+    }
+    raw.once('close', onClose)
+    return entry.promise.then(
+      (outcome) => {
+        raw.removeListener('close', onClose)
+        return deliver(request, reply, outcome)
+      },
+      (err: unknown) => {
+        raw.removeListener('close', onClose)
+        throw err
+      }
+    )
+  }
+  Object.defineProperty(blockingHandler, kBlockingHandler, { value: route })
+  return blockingHandler
+}

@@ -1,0 +1,367 @@
+// The queue in front of the pool: lanes, limits, cancellation, timeouts, stats.
+//
+// The pool is never handed more tasks than it has threads. Everything else
+// waits here, in one of two lanes: requests first, background tasks only when
+// no request waits. Each task handed to the pool gets a slot in a shared table
+// (see workers/protocol.ts) through which the main thread cancels it without
+// terminating its thread, and the worker says when it started it, so that a
+// timeout counts from the start, not from the submission.
+import { createHistogram, type RecordableHistogram } from 'node:perf_hooks'
+import {
+  FST_BLOCKING_CLOSED,
+  FST_BLOCKING_NOT_CLONEABLE,
+  FST_BLOCKING_QUEUE_FULL,
+  FST_BLOCKING_TIMEOUT,
+  FST_BLOCKING_WORKER_CRASHED
+} from './errors.js'
+import type { Transferable } from 'node:worker_threads'
+import type { PoolAdapter } from './pools/adapter.js'
+import type { LaneStats } from './types.js'
+import {
+  now,
+  PayloadKind,
+  SLOT_INTS,
+  SLOT_START_F64,
+  SLOT_STATE,
+  SlotState,
+  type Outcome,
+  type Task
+} from '../workers/protocol.js'
+
+/** How long a timed-out task may take to stop by itself (its signal is aborted) before its thread is terminated. */
+export const TIMEOUT_GRACE_MS = 100
+
+export type LaneName = 'request' | 'background'
+
+/** A task with a slot: everything but checks at startup. */
+export type SlottedTask = Exclude<Task, { type: 'blocking:check' }>
+
+export interface Job {
+  readonly task: SlottedTask
+  readonly lane: LaneName
+  /** What the task is, for errors and logs: `GET /route` or a task's name. */
+  readonly label: string
+  /** ms from the start of the run; 0 = none. */
+  readonly timeout: number
+  readonly transferList?: Transferable[] | undefined
+}
+
+const enum Phase { Queued, Running, Done }
+
+/** A job's life in the scheduler. Created once per submission; no other per-task allocation is ours. */
+class Entry {
+  phase = Phase.Queued
+  slot = -1
+  enqueuedAt = 0
+  dispatchedAt = 0
+  /** Set when the task timed out and its caller has already been answered. */
+  answered = false
+  timer: NodeJS.Timeout | undefined = undefined
+  abort: AbortController | undefined = undefined
+  promise!: Promise<Outcome>
+  resolve!: (outcome: Outcome) => void
+  reject!: (err: Error) => void
+  constructor (readonly job: Job) {}
+}
+
+class Lane {
+  readonly queue: Array<Entry | undefined> = []
+  head = 0
+  /** Entries in the queue that are still waiting (cancelled ones are left as holes). */
+  waiting = 0
+  running = 0
+  completed = 0
+  failed = 0
+  readonly waitTime: RecordableHistogram = createHistogram()
+  readonly runTime: RecordableHistogram = createHistogram()
+  constructor (readonly limit: number) {}
+
+  push (entry: Entry): void {
+    this.queue.push(entry)
+    this.waiting++
+  }
+
+  shift (): Entry | undefined {
+    while (this.head < this.queue.length) {
+      const entry = this.queue[this.head]
+      this.queue[this.head++] = undefined
+      if (this.head > 1024 && this.head * 2 > this.queue.length) {
+        this.queue.splice(0, this.head)
+        this.head = 0
+      }
+      if (entry !== undefined && entry.phase === Phase.Queued) {
+        this.waiting--
+        return entry
+      }
+    }
+    return undefined
+  }
+
+  stats (): LaneStats {
+    return {
+      queued: this.waiting,
+      running: this.running,
+      completed: this.completed,
+      failed: this.failed,
+      waitTime: percentiles(this.waitTime),
+      runTime: percentiles(this.runTime)
+    }
+  }
+}
+
+function percentiles (h: RecordableHistogram): { p50: number, p99: number } {
+  if (h.count === 0) return { p50: 0, p99: 0 }
+  // Recorded in microseconds (histograms take integers); reported in ms.
+  return { p50: h.percentile(50) / 1000, p99: h.percentile(99) / 1000 }
+}
+
+function record (h: RecordableHistogram, ms: number): void {
+  h.record(Math.max(1, Math.round(ms * 1000)))
+}
+
+export interface SchedulerOptions {
+  capacity: number
+  maxQueue: number
+  backgroundQueue: number
+}
+
+export class Scheduler {
+  readonly slots: SharedArrayBuffer
+  private readonly state: Int32Array
+  private readonly start: Float64Array
+  private readonly free: number[] = []
+  private readonly lanes: Record<LaneName, Lane>
+  private pool: PoolAdapter | undefined
+  private closing = false
+  private idleWaiters: Array<() => void> = []
+  private readonly createdAt = now()
+  private busyMs = 0
+
+  constructor (readonly options: SchedulerOptions) {
+    this.slots = new SharedArrayBuffer(options.capacity * SLOT_INTS * Int32Array.BYTES_PER_ELEMENT)
+    this.state = new Int32Array(this.slots)
+    this.start = new Float64Array(this.slots)
+    for (let i = options.capacity - 1; i >= 0; i--) this.free.push(i)
+    this.lanes = {
+      request: new Lane(options.maxQueue),
+      background: new Lane(options.backgroundQueue)
+    }
+  }
+
+  attach (pool: PoolAdapter): void {
+    this.pool = pool
+  }
+
+  /**
+   * Runs a job as soon as a thread is free; `entry.promise` resolves to the
+   * worker's outcome, or rejects with an FST_BLOCKING_* error when the job
+   * times out, its thread dies or a value cannot cross threads. Throws at once
+   * when the lane's queue is full or the scheduler is closed.
+   */
+  submit (job: Job): Entry {
+    const lane = this.lanes[job.lane]
+    if (this.closing) throw new FST_BLOCKING_CLOSED(`${job.label} was not started`)
+    const entry = new Entry(job)
+    entry.promise = new Promise<Outcome>((resolve, reject) => {
+      entry.resolve = resolve
+      entry.reject = reject
+    })
+    entry.enqueuedAt = now()
+    if (this.free.length > 0 && this.lanes.request.waiting === 0 && (job.lane === 'request' || lane.waiting === 0)) {
+      this.dispatch(entry)
+    } else if (lane.waiting >= lane.limit) {
+      throw new FST_BLOCKING_QUEUE_FULL(`${lane.waiting} ${job.lane === 'request' ? 'requests' : 'background tasks'} are waiting`)
+    } else {
+      lane.push(entry)
+    }
+    return entry
+  }
+
+  /**
+   * The caller no longer wants the outcome (its client went away). A queued
+   * job is dropped without running and resolves as Skipped; a running one
+   * sees its `request.signal` abort and runs on to its end.
+   */
+  cancel (entry: Entry): void {
+    if (entry.phase === Phase.Queued) {
+      entry.phase = Phase.Done
+      this.lanes[entry.job.lane].waiting--
+      entry.resolve({ kind: PayloadKind.Skipped })
+      this.maybeIdle()
+    } else if (entry.phase === Phase.Running) {
+      const i = entry.slot * SLOT_INTS + SLOT_STATE
+      if (Atomics.compareExchange(this.state, i, SlotState.Posted, SlotState.Cancelled) !== SlotState.Posted) {
+        Atomics.compareExchange(this.state, i, SlotState.Running, SlotState.Cancelled)
+      }
+      Atomics.notify(this.state, i)
+    }
+  }
+
+  private dispatch (entry: Entry): void {
+    const pool = this.pool
+    /* c8 ignore next */
+    if (pool === undefined) throw new Error('fastify-blocking: the scheduler has no pool yet')
+    const slot = this.free.pop() as number
+    const { job } = entry
+    entry.phase = Phase.Running
+    entry.slot = slot
+    entry.dispatchedAt = now()
+    this.lanes[job.lane].running++
+    record(this.lanes[job.lane].waitTime, entry.dispatchedAt - entry.enqueuedAt)
+    Atomics.store(this.state, slot * SLOT_INTS + SLOT_STATE, SlotState.Posted)
+    this.start[slot * (SLOT_INTS / 2) + SLOT_START_F64] = 0
+    job.task.slot = slot
+    if (job.timeout > 0) {
+      entry.abort = new AbortController()
+      entry.timer = setTimeout(() => this.checkTimeout(entry), job.timeout)
+      entry.timer.unref()
+    }
+    let ran: Promise<unknown>
+    try {
+      ran = pool.run(job.task, job.transferList, entry.abort?.signal)
+    } catch (err) {
+      // piscina and tinypool clone the task synchronously: an argument that
+      // cannot cross threads throws here.
+      ran = Promise.reject(err)
+    }
+    ran.then(
+      (outcome) => this.settle(entry, outcome as Outcome, undefined),
+      (err: Error) => this.settle(entry, undefined, err)
+    )
+  }
+
+  private checkTimeout (entry: Entry): void {
+    const { slot, job } = entry
+    const state = Atomics.load(this.state, slot * SLOT_INTS + SLOT_STATE)
+    if (state === SlotState.Posted) {
+      // No thread has started it yet (one is booting): the clock has not started.
+      entry.timer = setTimeout(() => this.checkTimeout(entry), job.timeout)
+      entry.timer.unref()
+      return
+    }
+    const elapsed = now() - this.start[slot * (SLOT_INTS / 2) + SLOT_START_F64]!
+    if (state === SlotState.Running && elapsed < job.timeout) {
+      entry.timer = setTimeout(() => this.checkTimeout(entry), Math.ceil(job.timeout - elapsed))
+      entry.timer.unref()
+      return
+    }
+    // Answer now; ask the handler to stop (request.signal); terminate its thread
+    // if it has not stopped within the grace period.
+    Atomics.store(this.state, slot * SLOT_INTS + SLOT_STATE, SlotState.TimedOut)
+    Atomics.notify(this.state, slot * SLOT_INTS + SLOT_STATE)
+    entry.answered = true
+    this.lanes[job.lane].failed++
+    entry.reject(new FST_BLOCKING_TIMEOUT(job.label, job.timeout))
+    entry.timer = setTimeout(() => entry.abort?.abort(), TIMEOUT_GRACE_MS)
+    entry.timer.unref()
+  }
+
+  private settle (entry: Entry, outcome: Outcome | undefined, err: Error | undefined): void {
+    const { job, slot } = entry
+    const lane = this.lanes[job.lane]
+    if (entry.timer !== undefined) clearTimeout(entry.timer)
+    const started = this.start[slot * (SLOT_INTS / 2) + SLOT_START_F64]!
+    const ended = now()
+    if (started > 0) {
+      record(lane.runTime, ended - started)
+      this.busyMs += ended - started
+    }
+    Atomics.store(this.state, slot * SLOT_INTS + SLOT_STATE, SlotState.Free)
+    // Wakes a worker-side Atomics.waitAsync() on this slot, if any (see workers/signal.ts).
+    Atomics.notify(this.state, slot * SLOT_INTS + SLOT_STATE)
+    this.free.push(slot)
+    entry.phase = Phase.Done
+    lane.running--
+    if (!entry.answered) {
+      if (err === undefined && outcome !== undefined && outcome.kind !== PayloadKind.Error) {
+        lane.completed++
+        entry.resolve(outcome)
+      } else {
+        lane.failed++
+        if (err === undefined) entry.resolve(outcome as Outcome)
+        else entry.reject(this.translate(job, err))
+      }
+    }
+    this.next()
+  }
+
+  /** Maps what a pool rejects with to our errors. */
+  private translate (job: Job, err: Error): Error {
+    if (err.name === 'DataCloneError') {
+      const what = job.task.type === 'blocking:handle' ? 'the request' : 'an argument'
+      return new FST_BLOCKING_NOT_CLONEABLE(`${job.label}: ${what} or the return value could not be sent between threads: ${err.message}`)
+    }
+    if (this.closing) return new FST_BLOCKING_CLOSED(`${job.label} was stopped: ${err.message}`)
+    return new FST_BLOCKING_WORKER_CRASHED(job.label, err.message)
+  }
+
+  private next (): void {
+    while (this.free.length > 0) {
+      const entry = this.lanes.request.shift() ?? this.lanes.background.shift()
+      if (entry === undefined) break
+      this.dispatch(entry)
+    }
+    this.maybeIdle()
+  }
+
+  private maybeIdle (): void {
+    if (this.idleWaiters.length === 0 || !this.idle()) return
+    const waiters = this.idleWaiters
+    this.idleWaiters = []
+    for (const w of waiters) w()
+  }
+
+  idle (): boolean {
+    const { request, background } = this.lanes
+    return request.running + request.waiting + background.running + background.waiting === 0
+  }
+
+  /**
+   * Takes no new work; waits up to `timeout` ms for queued and running work to
+   * finish; rejects what is still queued then with FST_BLOCKING_CLOSED and hands
+   * each dropped job to `onDrop`. Running work is left to the pool's destroy.
+   */
+  async close (timeout: number, onDrop: (job: Job) => void): Promise<void> {
+    this.closing = true
+    if (!this.idle()) {
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, timeout)
+        timer.unref()
+        this.idleWaiters.push(() => {
+          clearTimeout(timer)
+          resolve()
+        })
+      })
+    }
+    for (const lane of [this.lanes.request, this.lanes.background]) {
+      let entry: Entry | undefined
+      while ((entry = lane.shift()) !== undefined) {
+        entry.phase = Phase.Done
+        onDrop(entry.job)
+        entry.reject(new FST_BLOCKING_CLOSED(`${entry.job.label} was not started`))
+      }
+    }
+  }
+
+  get closed (): boolean {
+    return this.closing
+  }
+
+  stats (): { request: LaneStats, background: LaneStats, utilization: number } {
+    const elapsed = now() - this.createdAt
+    return {
+      request: this.lanes.request.stats(),
+      background: this.lanes.background.stats(),
+      utilization: elapsed > 0 ? Math.min(1, this.busyMs / (elapsed * this.options.capacity)) : 0
+    }
+  }
+
+  /** Seconds a client should wait before it retries, from what the queue holds now. */
+  retryAfter (): number {
+    const lane = this.lanes.request
+    const perTask = lane.runTime.count === 0 ? 0 : lane.runTime.percentile(50) / 1e6
+    return Math.max(1, Math.ceil(perTask * lane.waiting / this.options.capacity))
+  }
+}
+
+export type { Entry }

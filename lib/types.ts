@@ -1,0 +1,140 @@
+// Public types: what a handler sees in the worker, the plugin's options and
+// decorators. The `declare module 'fastify'` augmentation lives in index.ts.
+import type { RouteGenericInterface } from 'fastify'
+
+export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'
+
+export interface WorkerLogFn {
+  (msg: string): void
+  (obj: object, msg?: string): void
+}
+
+/** pino-like logger in the worker: lines reach the app's logger with the request's reqId. */
+export type WorkerLogger = Record<LogLevel, WorkerLogFn>
+
+/** A file of a multipart request, parsed in the worker (see the multipart docs). */
+export interface WorkerFile {
+  fieldname: string
+  filename: string
+  mimetype: string
+  encoding: string
+  size: number
+  buffer?: Buffer
+  path?: string
+}
+
+type Or<T, D> = unknown extends T ? D : T
+
+/** The request a blocking handler receives in the worker: a snapshot of Fastify's. */
+export interface WorkerRequest<G extends RouteGenericInterface = RouteGenericInterface> {
+  id: string
+  method: string
+  url: string
+  /** The route's pattern, e.g. `/users/:id`. */
+  routeUrl: string
+  params: Or<G['Params'], Record<string, string>>
+  query: Or<G['Querystring'], Record<string, string | string[]>>
+  headers: Or<G['Headers'], Record<string, string | string[] | undefined>>
+  body: G['Body']
+  ip: string
+  hostname: string
+  protocol: 'http' | 'https'
+  /** Aborted when the client goes away or the task times out. */
+  signal: AbortSignal
+  log: WorkerLogger
+  /** Files of a multipart request. */
+  files?: WorkerFile[]
+}
+
+/** The reply a blocking handler receives in the worker. Every method returns the reply. */
+export interface WorkerReply {
+  code (statusCode: number): WorkerReply
+  status (statusCode: number): WorkerReply
+  header (name: string, value: string | number | string[]): WorkerReply
+  headers (values: Record<string, string | number | string[]>): WorkerReply
+  type (contentType: string): WorkerReply
+  redirect (url: string, statusCode?: number): WorkerReply
+  background<A extends unknown[]> (task: BlockingTask<A>, ...args: A): WorkerReply
+}
+
+/** What a blocking handler may return (or resolve to, or yield when it is a generator). */
+export type HandlerResult = unknown
+
+export type BlockingHandler<G extends RouteGenericInterface = RouteGenericInterface> =
+  (this: void, request: WorkerRequest<G>, reply: WorkerReply) => HandlerResult
+
+export type BlockingTask<A extends unknown[] = unknown[], R = unknown> = (this: void, ...args: A) => R
+
+/** Per-route options: `blocking: true` or this object. */
+export interface BlockingRouteOptions {
+  /** ms the handler may run once a thread has started it; 0 = no limit. Overrides `taskTimeout`. */
+  timeout?: number
+  /** Streaming routes: bytes in flight per stream. Default 65536. */
+  highWaterMark?: number
+  /** Multipart parsing limits for this route. */
+  multipart?: { limits?: MultipartLimits }
+}
+
+export interface MultipartLimits {
+  fieldNameSize?: number
+  fieldSize?: number
+  fields?: number
+  fileSize?: number
+  files?: number
+  parts?: number
+  headerPairs?: number
+}
+
+export interface BlockingPluginOptions {
+  /** Which pool runs the work. Default `'piscina'`. */
+  pool?: 'piscina' | 'tinypool'
+  /** Default `os.availableParallelism()`. */
+  maxThreads?: number
+  /** Default: the pool's own default. */
+  minThreads?: number
+  /** ms a spare thread lives. Default 30000. */
+  idleTimeout?: number
+  /** Requests that may wait for a thread; beyond it: 503. Default `maxThreads * 64`. */
+  maxQueue?: number
+  /** ms a handler may run; 0 = no limit. Default 0. */
+  taskTimeout?: number
+  /** ms `app.close()` waits for running work and queued background tasks. Default 10000. */
+  closeTimeout?: number
+  /** Background tasks that may wait; beyond it `reply.background` throws. Default 10000. */
+  backgroundQueue?: number
+  /** Passed to every worker thread. */
+  resourceLimits?: {
+    maxOldGenerationSizeMb?: number
+    maxYoungGenerationSizeMb?: number
+    codeRangeSizeMb?: number
+    stackSizeMb?: number
+  }
+  multipart?: { limits?: MultipartLimits, spoolThreshold?: number }
+}
+
+export interface Percentiles {
+  p50: number
+  p99: number
+}
+
+export interface LaneStats {
+  queued: number
+  running: number
+  completed: number
+  failed: number
+  waitTime: Percentiles
+  runTime: Percentiles
+}
+
+export interface BlockingStats extends LaneStats {
+  threads: number
+  /** Share of thread time spent running tasks since the pool started, 0..1. */
+  utilization: number
+  background: LaneStats
+}
+
+export interface BlockingDecorator {
+  /** Runs a function made with defineHandler or defineTask in the pool and resolves to its return value. */
+  run<A extends unknown[], R> (fn: (...args: A) => R, ...args: A): Promise<Awaited<R>>
+  stats (): BlockingStats
+}

@@ -1,0 +1,75 @@
+// Loading the user's modules in a worker: TypeScript through tsx, and the trap
+// of a module that starts the app when it is imported.
+import { createRequire } from 'node:module'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+
+/** Set while a module is imported by a worker; the plugin reads it when it is registered (lib/index.ts). */
+export const kWorkerContext = Symbol.for('fastify-blocking.worker')
+
+export interface WorkerContext {
+  /** The module being imported, if any. */
+  loading: string | undefined
+  /** Set by the plugin when something registers it inside a worker. */
+  registeredBy: string | undefined
+}
+
+const context: WorkerContext = { loading: undefined, registeredBy: undefined }
+;(globalThis as Record<symbol, unknown>)[kWorkerContext] = context
+
+const TS = /\.(?:[mc]?ts|tsx)$/
+const loads = new Map<string, Promise<void>>()
+let tsx: Promise<void> | undefined
+
+/**
+ * Worker threads do not inherit the module hooks that tsx registers with
+ * module.register(), so a worker handed a .ts module registers them itself,
+ * with the tsx that the module's own project resolves.
+ */
+function registerTsx (moduleUrl: string): Promise<void> {
+  tsx ??= (async () => {
+    let api: string
+    try {
+      api = createRequire(fileURLToPath(moduleUrl)).resolve('tsx/esm/api')
+    } catch {
+      throw new Error(`${moduleUrl} is TypeScript: install tsx (npm i -D tsx) and run the app with node --import tsx`)
+    }
+    const { register } = await import(pathToFileURL(api).href) as { register: () => unknown }
+    register()
+  })()
+  return tsx
+}
+
+async function importModule (moduleUrl: string): Promise<void> {
+  if (TS.test(moduleUrl)) await registerTsx(moduleUrl)
+  context.loading = moduleUrl
+  try {
+    await import(moduleUrl)
+    // A module that starts the app may register the plugin after its import
+    // settles (app.listen() without await): give it a turn of the event loop.
+    await new Promise<void>((resolve) => setImmediate(resolve))
+  } catch (err) {
+    if (context.registeredBy === undefined) throw err
+  } finally {
+    context.loading = undefined
+  }
+  if (context.registeredBy !== undefined) {
+    const by = context.registeredBy
+    context.registeredBy = undefined
+    throw new Error(
+      `${by} registers fastify-blocking (it builds or starts the app) and was imported by a worker thread. ` +
+      'Move blocking handlers and tasks into their own module that does not build the app, ' +
+      'and import that module from the app.'
+    )
+  }
+}
+
+/** Imports a module once per thread; a failed import is retried on the next call. */
+export function load (moduleUrl: string): Promise<void> {
+  let p = loads.get(moduleUrl)
+  if (p === undefined) {
+    p = importModule(moduleUrl)
+    loads.set(moduleUrl, p)
+    p.catch(() => loads.delete(moduleUrl))
+  }
+  return p
+}

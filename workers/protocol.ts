@@ -1,0 +1,141 @@
+// The messages both sides speak. The main thread (lib/) and the worker entry
+// (workers/worker.ts) import this file and nothing else of each other, so the
+// whole protocol can be read here.
+//
+// A task travels main -> worker as the argument of `pool.run()`; its outcome
+// travels back as the task's return value. Both are plain objects so that the
+// pools' own structured-clone path (the fastest one Node has) carries them.
+
+/** How a worker learns who it is and where its shared state lives. */
+export interface WorkerData {
+  /** `Int32Array` over the slot table (see the layout below). */
+  slots: SharedArrayBuffer
+  /** Which pool runs this worker: only used to pick the right `move()` marker. */
+  pool: 'piscina' | 'tinypool'
+}
+
+// ---------------------------------------------------------------------------
+// Slots: one per task that has been handed to the pool. The main thread owns
+// allocation; a worker only writes the fields it is told to write below.
+// ---------------------------------------------------------------------------
+
+/** Int32 fields per slot. */
+export const SLOT_INTS = 4
+/** Field: the slot's state, one of SlotState. */
+export const SLOT_STATE = 0
+/** Field: the threadId of the worker that started the task. */
+export const SLOT_THREAD = 1
+/** Fields 2..3 hold, as one Float64 (index `slot * 2 + 1` of a Float64Array), the start time. */
+export const SLOT_START_F64 = 1
+
+export const SlotState = {
+  /** Not in use. */
+  Free: 0,
+  /** Handed to the pool, not started by a thread yet. */
+  Posted: 1,
+  /** A thread is running it. */
+  Running: 2,
+  /** The client went away: skip it if not started, abort `request.signal` if running. */
+  Cancelled: 3,
+  /** It ran past its timeout: abort `request.signal`; the thread is terminated soon after. */
+  TimedOut: 4
+} as const
+
+/** A wall-clock time in ms, comparable across threads (unlike `performance.now()`). */
+export function now (): number {
+  return performance.timeOrigin + performance.now()
+}
+
+// ---------------------------------------------------------------------------
+// Tasks (main -> worker)
+// ---------------------------------------------------------------------------
+
+/** The request as the worker sees it, minus what the worker adds (signal, log, files). */
+export interface RequestSnapshot {
+  id: string
+  method: string
+  url: string
+  routeUrl: string
+  params: unknown
+  query: unknown
+  headers: Record<string, string | string[] | undefined>
+  body: unknown
+  ip: string
+  hostname: string
+  protocol: 'http' | 'https'
+}
+
+export interface HandleTask {
+  type: 'blocking:handle'
+  /** The handler's identity: `moduleUrl#n` (see lib/define.ts). */
+  fn: string
+  slot: number
+  request: RequestSnapshot
+}
+
+export interface RunTask {
+  type: 'blocking:run'
+  fn: string
+  slot: number
+  args: unknown[]
+}
+
+/** Sent at `app.ready()`: load these modules and say which identities are missing. */
+export interface CheckTask {
+  type: 'blocking:check'
+  fns: string[]
+}
+
+export type Task = HandleTask | RunTask | CheckTask
+
+// ---------------------------------------------------------------------------
+// Outcomes (worker -> main)
+// ---------------------------------------------------------------------------
+
+export const PayloadKind = {
+  /** No payload (`undefined`): an empty body. */
+  Empty: 0,
+  /** Sent through the route's serializer. */
+  Json: 1,
+  /** A string. */
+  Text: 2,
+  /** A `Uint8Array` whose buffer was transferred (the main thread does not copy it). */
+  Bytes: 3,
+  /** The function threw; `value` is a SerializedError. */
+  Error: 4,
+  /** The task was cancelled before it started, and did not run. */
+  Skipped: 5
+} as const
+export type PayloadKind = typeof PayloadKind[keyof typeof PayloadKind]
+
+export interface SerializedError {
+  name: string
+  message: string
+  stack?: string
+  code?: string
+  statusCode?: number
+  /** Other own enumerable properties that could be cloned (e.g. `validation`). */
+  props?: Record<string, unknown>
+}
+
+export interface LogLine {
+  level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'
+  obj?: Record<string, unknown>
+  msg?: string
+}
+
+export interface Outcome {
+  kind: PayloadKind
+  value?: unknown
+  /** Set by `reply.code()` in the worker. */
+  status?: number
+  /** Set by `reply.header()` / `headers()` / `type()` / `redirect()` in the worker. */
+  headers?: Record<string, string | number | string[]>
+  /** Lines written with `request.log`, in order. */
+  logs?: LogLine[]
+}
+
+export interface CheckOutcome {
+  /** fn identity -> why the worker cannot find it. */
+  missing: Record<string, string>
+}

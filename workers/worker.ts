@@ -1,0 +1,131 @@
+// The worker entry: piscina and tinypool call the default export with each
+// task (see workers/protocol.ts). It finds the function the task names, claims
+// the task's slot, runs it and turns what it returned or threw into an outcome.
+// A task is never rejected from here: errors are outcomes, so that the pool's
+// rejection means only one thing, a thread that died.
+import { threadId, workerData } from 'node:worker_threads'
+import { lookup } from '../lib/define.js'
+import { load } from './loader.js'
+import { errorOutcome, toOutcome, type Mover } from './outcome.js'
+import {
+  now,
+  PayloadKind,
+  SLOT_INTS,
+  SLOT_START_F64,
+  SLOT_STATE,
+  SLOT_THREAD,
+  SlotState,
+  type CheckOutcome,
+  type CheckTask,
+  type HandleTask,
+  type Outcome,
+  type RunTask,
+  type Task,
+  type WorkerData
+} from './protocol.js'
+import { WorkerReply, WorkerRequest } from './request.js'
+
+// tinypool hands a worker [its own data, ours]; piscina hands ours as is.
+const data = (Array.isArray(workerData) ? workerData[1] : workerData) as WorkerData
+const state = new Int32Array(data.slots)
+const start = new Float64Array(data.slots)
+const move: Mover = data.pool === 'piscina'
+  ? (await import('piscina')).move as Mover
+  : (await import('tinypool')).Tinypool.move as Mover
+
+const SKIPPED: Outcome = { kind: PayloadKind.Skipped }
+
+/** Says the task has started, unless the main thread cancelled it first. */
+function claim (slot: number): boolean {
+  start[slot * (SLOT_INTS / 2) + SLOT_START_F64] = now()
+  state[slot * SLOT_INTS + SLOT_THREAD] = threadId
+  return Atomics.compareExchange(state, slot * SLOT_INTS + SLOT_STATE, SlotState.Posted, SlotState.Running) === SlotState.Posted
+}
+
+function resolve (id: string): Function | Promise<Function> {
+  const fn = lookup(id)
+  if (fn !== undefined) return fn
+  return load(id.slice(0, id.lastIndexOf('#'))).then(() => {
+    const loaded = lookup(id)
+    if (loaded === undefined) throw new Error(`${id} is not defined: its module made fewer definitions in the worker than in the main thread`)
+    return loaded
+  })
+}
+
+function isThenable (value: unknown): value is PromiseLike<unknown> {
+  return value !== null && (typeof value === 'object' || typeof value === 'function') &&
+    typeof (value as { then?: unknown }).then === 'function'
+}
+
+function handle (task: HandleTask, fn: Function): unknown {
+  if (!claim(task.slot)) return SKIPPED
+  const reply = new WorkerReply()
+  const request = new WorkerRequest(task.request, reply, state, task.slot)
+  let result: unknown
+  try {
+    result = fn(request, reply)
+  } catch (err) {
+    return errorOutcome(err, reply.logs.length > 0 ? reply.logs : undefined)
+  }
+  if (isThenable(result)) {
+    return Promise.resolve(result).then(
+      (value) => toOutcome(value, move, reply.finish({ kind: PayloadKind.Empty })),
+      (err: unknown) => errorOutcome(err, reply.logs.length > 0 ? reply.logs : undefined)
+    )
+  }
+  return toOutcome(result, move, reply.finish({ kind: PayloadKind.Empty }))
+}
+
+function run (task: RunTask, fn: Function): unknown {
+  if (!claim(task.slot)) return SKIPPED
+  let result: unknown
+  try {
+    result = fn(...task.args)
+  } catch (err) {
+    return errorOutcome(err, undefined)
+  }
+  if (isThenable(result)) {
+    return Promise.resolve(result).then(
+      (value) => toOutcome(value, move, { kind: PayloadKind.Empty }),
+      (err: unknown) => errorOutcome(err, undefined)
+    )
+  }
+  return toOutcome(result, move, { kind: PayloadKind.Empty })
+}
+
+async function check (task: CheckTask): Promise<CheckOutcome> {
+  const missing: Record<string, string> = {}
+  for (const id of task.fns) {
+    try {
+      await resolve(id)
+    } catch (err) {
+      missing[id] = err instanceof Error ? err.message : String(err)
+    }
+  }
+  return { missing }
+}
+
+function dispatch (task: HandleTask | RunTask, fn: Function): unknown {
+  return task.type === 'blocking:handle' ? handle(task, fn) : run(task, fn)
+}
+
+export default function onTask (task: Task): unknown {
+  switch (task.type) {
+    case 'blocking:handle':
+    case 'blocking:run': {
+      let fn: Function | Promise<Function>
+      try {
+        fn = resolve(task.fn)
+      } catch (err) {
+        return errorOutcome(err, undefined)
+      }
+      if (typeof fn === 'function') return dispatch(task, fn)
+      return fn.then((loaded) => dispatch(task, loaded), (err: unknown) => errorOutcome(err, undefined))
+    }
+    case 'blocking:check':
+      return check(task)
+    default:
+      // An unknown message is a bug on one side of the protocol: fail loudly.
+      throw new Error(`fastify-blocking worker: unknown task ${JSON.stringify((task as { type?: unknown }).type)}`)
+  }
+}
