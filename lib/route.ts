@@ -22,14 +22,27 @@ export interface BlockingRoute {
 
 export function writeLogs (log: FastifyRequest['log'], lines: LogLine[]): void {
   for (const line of lines) {
-    if (line.obj === undefined) log[line.level](line.msg as string)
-    else log[line.level](line.obj, line.msg)
+    const obj = line.obj
+    if (obj === undefined) {
+      log[line.level](line.msg as string)
+      continue
+    }
+    if (line.errors !== undefined) {
+      for (const key of line.errors) obj[key] = reviveError(obj[key] as SerializedError)
+    }
+    log[line.level](obj, line.msg)
   }
 }
 
 /** The worker's error, rebuilt so that Fastify's error handler sees what the handler threw (its stack stays in the logs). */
+const builtinErrors: Record<string, ErrorConstructor | undefined> = {
+  EvalError, RangeError, ReferenceError, SyntaxError, TypeError, URIError
+}
+
 export function reviveError (serialized: SerializedError): Error {
-  const err = new Error(serialized.message) as Error & Record<string, unknown>
+  // A builtin error comes back as its own class, so that loggers report its type.
+  const Ctor = builtinErrors[serialized.name] ?? Error
+  const err = new Ctor(serialized.message) as Error & Record<string, unknown>
   if (serialized.props !== undefined) Object.assign(err, serialized.props)
   err.name = serialized.name
   if (serialized.code !== undefined) err.code = serialized.code

@@ -25,6 +25,7 @@ import {
   SLOT_STATE,
   SlotState,
   type Outcome,
+  type SerializedError,
   type Task
 } from '../workers/protocol.js'
 
@@ -278,21 +279,27 @@ export class Scheduler {
         entry.resolve(outcome)
       } else {
         lane.failed++
-        if (err === undefined) entry.resolve(outcome as Outcome)
-        else entry.reject(this.translate(job, err))
+        if (err !== undefined) entry.reject(this.translate(job, err))
+        else if ((outcome!.value as SerializedError).name === 'DataCloneError') entry.reject(this.translate(job, outcome!.value as Error))
+        else entry.resolve(outcome!)
       }
     }
     this.next()
   }
 
   /** Maps what a pool rejects with to our errors. */
-  private translate (job: Job, err: Error): Error {
-    if (err.name === 'DataCloneError') {
-      const what = job.task.type === 'blocking:handle' ? 'the request' : 'an argument'
-      return new FST_BLOCKING_NOT_CLONEABLE(`${job.label}: ${what} or the return value could not be sent between threads: ${err.message}`)
+  private translate (job: Job, err: Error | SerializedError | undefined): Error {
+    if (err?.name === 'DataCloneError') {
+      // Thrown by the pool while it sent the task (the main thread's side), or
+      // found by the worker in what the function returned.
+      const what = err instanceof Error
+        ? (job.task.type === 'blocking:handle' ? 'the request could not be sent to a worker' : 'an argument could not be sent to a worker')
+        : 'the return value could not be sent back from the worker'
+      return new FST_BLOCKING_NOT_CLONEABLE(`${job.label}: ${what}: ${err.message}`)
     }
-    if (this.closing) return new FST_BLOCKING_CLOSED(`${job.label} was stopped: ${err.message}`)
-    return new FST_BLOCKING_WORKER_CRASHED(job.label, err.message)
+    const why = err?.message ?? `it ended without an error (${String(err)})`
+    if (this.closing) return new FST_BLOCKING_CLOSED(`${job.label} was stopped: ${why}`)
+    return new FST_BLOCKING_WORKER_CRASHED(job.label, why)
   }
 
   private next (): void {

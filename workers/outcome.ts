@@ -39,10 +39,71 @@ export function toOutcome (value: unknown, move: Mover, outcome: Outcome): unkno
     outcome.value = copy
     return movable(move, outcome, copy.buffer)
   } else {
+    const problem = uncloneable(value)
+    if (problem !== undefined) {
+      return errorOutcome({ name: 'DataCloneError', message: problem }, outcome.logs)
+    }
     outcome.kind = PayloadKind.Json
     outcome.value = value
   }
   return outcome
+}
+
+/**
+ * Says where a value holds something that cannot cross threads, or undefined.
+ * Checked here because a value the pool fails to send kills the thread and
+ * loses the reason; the walk allocates nothing unless it finds a problem.
+ */
+export function uncloneable (value: unknown): string | undefined {
+  const path: string[] = []
+  const reason = find(value, path, undefined)
+  if (reason === undefined) return undefined
+  return path.length === 0 ? reason : `at ${path.reverse().join('')}: ${reason}`
+}
+
+function find (value: unknown, path: string[], seen: Set<object> | undefined): string | undefined {
+  const type = typeof value
+  if (type === 'function') return `a function (${(value as Function).name || 'anonymous'}) cannot be cloned`
+  if (type === 'symbol') return 'a symbol cannot be cloned'
+  if (type !== 'object' || value === null) return undefined
+  const obj = value as object
+  if (ArrayBuffer.isView(obj) || obj instanceof ArrayBuffer || obj instanceof Date || obj instanceof RegExp || obj instanceof Error) return undefined
+  if (obj instanceof Promise || obj instanceof WeakMap || obj instanceof WeakSet || obj instanceof WeakRef) {
+    return `a ${obj.constructor.name} cannot be cloned`
+  }
+  seen ??= new Set()
+  if (seen.has(obj)) return undefined
+  seen.add(obj)
+  if (Array.isArray(obj)) {
+    for (let i = 0; i < obj.length; i++) {
+      const reason = find(obj[i], path, seen)
+      if (reason !== undefined) {
+        path.push(`[${i}]`)
+        return reason
+      }
+    }
+    return undefined
+  }
+  if (obj instanceof Map || obj instanceof Set) {
+    for (const entry of obj) {
+      const reason = find(entry, path, seen)
+      if (reason !== undefined) {
+        path.push(` (in a ${obj.constructor.name})`)
+        return reason
+      }
+    }
+    return undefined
+  }
+  const record = obj as Record<string, unknown>
+  for (const key in record) {
+    if (!Object.hasOwn(record, key)) continue
+    const reason = find(record[key], path, seen)
+    if (reason !== undefined) {
+      path.push(`.${key}`)
+      return reason
+    }
+  }
+  return undefined
 }
 
 export function serializeError (err: unknown): SerializedError {
@@ -60,14 +121,9 @@ export function serializeError (err: unknown): SerializedError {
   if (typeof status === 'number') out.statusCode = status
   for (const key of Object.keys(e)) {
     if (key === 'name' || key === 'message' || key === 'stack' || key === 'code' || key === 'statusCode' || key === 'status') continue
-    try {
-      const value = structuredClone(e[key])
-      out.props ??= {}
-      out.props[key] = value
-    } catch {
-      // A property that cannot cross threads (a socket, a function) is left
-      // behind: the error itself must still reach the error handler.
-    }
+    if (uncloneable(e[key]) !== undefined) continue
+    out.props ??= {}
+    out.props[key] = e[key]
   }
   return out
 }

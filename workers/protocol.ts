@@ -121,6 +121,8 @@ export interface SerializedError {
 export interface LogLine {
   level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'
   obj?: Record<string, unknown>
+  /** Keys of `obj` that hold a SerializedError, to be rebuilt as errors. */
+  errors?: string[]
   msg?: string
 }
 

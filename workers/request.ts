@@ -1,5 +1,6 @@
 // The request and reply a blocking handler receives in the worker. Both are
 // cheap to make: signal and log are only built when the handler reads them.
+import { serializeError, uncloneable } from './outcome.js'
 import { createSignal } from './signal.js'
 import type { LogLine, Outcome, RequestSnapshot } from './protocol.js'
 
@@ -14,7 +15,8 @@ function createLogger (lines: LogLine[]): Record<Level, (a: unknown, b?: unknown
       if (typeof a === 'string') {
         lines.push({ level, msg: a })
       } else if (a !== null && typeof a === 'object') {
-        const line: LogLine = { level, obj: loggable(a as Record<string, unknown>) }
+        const line: LogLine = { level }
+        loggable(a as Record<string, unknown>, line)
         if (b !== undefined) line.msg = String(b)
         lines.push(line)
       } else {
@@ -25,16 +27,28 @@ function createLogger (lines: LogLine[]): Record<Level, (a: unknown, b?: unknown
   return log
 }
 
-/** Errors lose their message and stack when cloned as plain properties; pino's err shape keeps them. */
-function loggable (obj: Record<string, unknown>): Record<string, unknown> {
-  if (obj instanceof Error) return { err: { type: obj.name, message: obj.message, stack: obj.stack } }
+/**
+ * Copies what can cross threads. Errors go as serialized errors, named in
+ * `line.errors`, and are rebuilt on the main thread so that the logger's
+ * error serializer sees real errors.
+ */
+function loggable (obj: Record<string, unknown>, line: LogLine): void {
+  if (obj instanceof Error) {
+    line.obj = { err: serializeError(obj) }
+    line.errors = ['err']
+    return
+  }
   const out: Record<string, unknown> = {}
   for (const key of Object.keys(obj)) {
     const value = obj[key]
-    if (value instanceof Error) out[key] = { type: value.name, message: value.message, stack: value.stack }
-    else if (typeof value !== 'function' && typeof value !== 'symbol') out[key] = value
+    if (value instanceof Error) {
+      out[key] = serializeError(value)
+      ;(line.errors ??= []).push(key)
+    } else if (uncloneable(value) === undefined) {
+      out[key] = value
+    }
   }
-  return out
+  line.obj = out
 }
 
 export class WorkerRequest {

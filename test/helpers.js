@@ -1,0 +1,57 @@
+// Shared by the tests: every behaviour is proved on both pools.
+import { Writable } from 'node:stream'
+import Fastify from 'fastify'
+import blocking from 'fastify-blocking'
+
+export const pools = ['piscina', 'tinypool']
+
+/**
+ * A Fastify app with the plugin registered and closed at the test's end.
+ * `logs` collects every line the app's logger writes, parsed.
+ */
+export async function build (t, pool, options = {}, fastifyOptions = {}) {
+  const logs = []
+  const stream = new Writable({
+    write (chunk, _enc, cb) {
+      for (const line of chunk.toString().split('\n')) if (line) logs.push(JSON.parse(line))
+      cb()
+    }
+  })
+  const app = Fastify({ logger: { level: 'trace', stream }, ...fastifyOptions })
+  await app.register(blocking, { pool, maxThreads: 2, minThreads: 1, ...options })
+  t.teardown(() => app.close())
+  app.logs = logs
+  return app
+}
+
+/** Resolves once `predicate()` holds, checking after each turn of the event loop (no fixed sleeps). */
+export async function until (predicate, { timeout = 10_000, what = 'condition' } = {}) {
+  const deadline = Date.now() + timeout
+  while (!predicate()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+}
+
+/** A gate a worker task can wait on: `gate.sab` goes to the task, `gate.open()` releases it. */
+export function gate () {
+  const sab = new SharedArrayBuffer(8)
+  const i32 = new Int32Array(sab)
+  return {
+    sab,
+    /** How many tasks have reached the gate. */
+    arrived: () => Atomics.load(i32, 1),
+    /** Resolves when `n` tasks wait at the gate (woken by the worker's Atomics.notify). */
+    async reached (n = 1) {
+      let seen
+      while ((seen = Atomics.load(i32, 1)) < n) {
+        const r = Atomics.waitAsync(i32, 1, seen, 10_000)
+        if (r.async && (await r.value) === 'timed-out') throw new Error(`gate: ${seen} of ${n} tasks arrived`)
+      }
+    },
+    open () {
+      Atomics.store(i32, 0, 1)
+      Atomics.notify(i32, 0)
+    }
+  }
+}
