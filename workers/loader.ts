@@ -1,7 +1,5 @@
 // Loading the user's modules in a worker: TypeScript through tsx, and the trap
 // of a module that starts the app when it is imported.
-import { createRequire } from 'node:module'
-import { fileURLToPath, pathToFileURL } from 'node:url'
 
 /** Set while a module is imported by a worker; the plugin reads it when it is registered (lib/index.ts). */
 export const kWorkerContext = Symbol.for('fastify-blocking.worker')
@@ -21,28 +19,28 @@ const loads = new Map<string, Promise<void>>()
 let tsx: Promise<void> | undefined
 
 /**
- * Worker threads do not inherit the module hooks that tsx registers with
- * module.register(), so a worker handed a .ts module registers them itself,
- * with the tsx that the module's own project resolves.
+ * Worker threads do not inherit module hooks registered with module.register(),
+ * which is what tsx does, even with `--import tsx` in their execArgv. So a
+ * worker handed a .ts module registers tsx itself before it imports the module
+ * (a failed import is cached: registering after one would be too late).
  */
 function registerTsx (moduleUrl: string): Promise<void> {
   tsx ??= (async () => {
-    let api: string
+    let api: { register: () => unknown }
     try {
-      api = createRequire(fileURLToPath(moduleUrl)).resolve('tsx/esm/api')
-    } catch {
-      throw new Error(`${moduleUrl} is TypeScript: install tsx (npm i -D tsx) and run the app with node --import tsx`)
+      api = await import('tsx/esm/api')
+    } catch (err) {
+      throw new Error(`${moduleUrl} is TypeScript: install tsx (npm i -D tsx) to load it in worker threads (${(err as Error).message})`)
     }
-    const { register } = await import(pathToFileURL(api).href) as { register: () => unknown }
-    register()
+    api.register()
   })()
   return tsx
 }
 
 async function importModule (moduleUrl: string): Promise<void> {
-  if (TS.test(moduleUrl)) await registerTsx(moduleUrl)
   context.loading = moduleUrl
   try {
+    if (TS.test(moduleUrl)) await registerTsx(moduleUrl)
     await import(moduleUrl)
     // A module that starts the app may register the plugin after its import
     // settles (app.listen() without await): give it a turn of the event loop.
