@@ -1,0 +1,119 @@
+// What the benchmarks and the demo share: a server in a child process, the
+// /ping probe in another, and autocannon as the load generator (in the
+// calling process). Every run is bounded by its duration.
+import { fork, spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { fileURLToPath } from 'node:url'
+import autocannon from 'autocannon'
+
+const probeFile = fileURLToPath(new URL('./probe.js', import.meta.url))
+
+/**
+ * Starts `node file ...args` and waits for it to print its address
+ * (`http://127.0.0.1:PORT`) on stdout.
+ */
+export async function startServer (file, args = [], { env } = {}) {
+  const child = spawn(process.execPath, [file, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } })
+  child.stdout.setEncoding('utf8')
+  const url = await new Promise((resolve, reject) => {
+    let out = ''
+    const onData = (chunk) => {
+      out += chunk
+      const match = /http:\/\/127\.0\.0\.1:(\d+)/.exec(out)
+      if (match === null) return
+      child.stdout.off('data', onData)
+      child.stdout.resume() // anything printed later is dropped
+      child.off('exit', onExit)
+      resolve(match[0])
+    }
+    const onExit = (code) => reject(new Error(`${file} ${args.join(' ')} exited (${code}) before it listened:\n${out}`))
+    child.stdout.on('data', onData)
+    child.once('exit', onExit)
+  })
+  return {
+    url,
+    port: Number(new URL(url).port),
+    async close () {
+      if (child.exitCode !== null) return
+      const exited = once(child, 'exit')
+      child.kill('SIGTERM')
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000)
+      await exited
+      clearTimeout(timer)
+    }
+  }
+}
+
+/** Forks the probe (see probe.js) and waits until it is connected; `start()` then `stop()` gives its latencies in ms. */
+export async function startProbe (port, { path = '/ping', interval = 5 } = {}) {
+  const child = fork(probeFile, [String(port), path, String(interval)])
+  const [first] = await once(child, 'message')
+  if (first !== 'ready') throw new Error(`the probe did not start: ${JSON.stringify(first)}`)
+  return {
+    start: () => child.send('start'),
+    async stop () {
+      child.send('stop')
+      const [msg] = await once(child, 'message')
+      if (msg.error !== undefined) throw new Error(`the probe failed: ${msg.error}`)
+      return msg.latencies
+    }
+  }
+}
+
+/**
+ * Runs autocannon against `url` for `duration` seconds and returns req/s,
+ * the latency of every response (ms, full precision: autocannon's own
+ * histogram rounds to whole ms) and the count of errors and non-2xx answers.
+ */
+export function load ({ url, connections, duration, pipelining = 1 }) {
+  const latencies = []
+  return new Promise((resolve, reject) => {
+    const instance = autocannon({ url, connections, duration, pipelining }, (err, result) => {
+      if (err) return reject(err)
+      resolve({
+        requestsPerSec: result.requests.total / result.duration,
+        requests: result.requests.total,
+        errors: result.errors + result.timeouts,
+        non2xx: result.non2xx,
+        latencies
+      })
+    })
+    instance.on('response', (client, statusCode, bytes, responseTime) => latencies.push(responseTime))
+  })
+}
+
+/** p50, p99 and max of a list of numbers (the list is sorted in place). */
+export function percentiles (values) {
+  if (values.length === 0) return { p50: NaN, p99: NaN, max: NaN, count: 0 }
+  values.sort((a, b) => a - b)
+  const at = (p) => values[Math.min(values.length - 1, Math.ceil(p / 100 * values.length) - 1)]
+  return { p50: at(50), p99: at(99), max: values[values.length - 1], count: values.length }
+}
+
+/**
+ * One measured run: `warmup` seconds of load, then `duration` seconds of load
+ * with the /ping probe running beside it (when `probe` is set).
+ */
+export async function measure ({ server, path, connections, duration, warmup = 0, probe, pipelining }) {
+  const url = server.url + path
+  if (warmup > 0) await load({ url, connections, duration: warmup, pipelining })
+  const pinger = probe === undefined ? undefined : await startProbe(server.port, probe)
+  pinger?.start()
+  const result = await load({ url, connections, duration, pipelining })
+  const pings = pinger === undefined ? undefined : await pinger.stop()
+  return {
+    requestsPerSec: result.requestsPerSec,
+    errors: result.errors,
+    non2xx: result.non2xx,
+    latency: percentiles(result.latencies),
+    ping: pings === undefined ? undefined : percentiles(pings)
+  }
+}
+
+/** Latencies (ms) of `path` sent back to back over one connection for `seconds`, with no other load. */
+export async function unloaded (server, path, seconds) {
+  const probe = await startProbe(server.port, { path, interval: 0 })
+  probe.start()
+  await new Promise((resolve) => setTimeout(resolve, seconds * 1000))
+  return percentiles(await probe.stop())
+}

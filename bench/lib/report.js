@@ -1,0 +1,73 @@
+// Numbers to text: medians with their spread, ratios of runs made side by
+// side, targets, markdown tables. Shared by every scenario's render().
+
+export function median (values) {
+  const sorted = [...values].sort((a, b) => a - b)
+  const mid = sorted.length >> 1
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+}
+
+/** { median, min, max } of `pick(run)` over the runs of one contender. */
+export function spread (runs, pick) {
+  const values = runs.map(pick)
+  return { median: median(values), min: Math.min(...values), max: Math.max(...values) }
+}
+
+/**
+ * The ratio a/b in each repetition (a and b ran in the same round, one right
+ * after the other), as { median, min, max }.
+ */
+export function ratio (runs, a, b, pick) {
+  const values = []
+  for (const run of runs.filter((r) => r.contender === a)) {
+    const other = runs.find((r) => r.contender === b && r.rep === run.rep)
+    if (other !== undefined) values.push(pick(run) / pick(other))
+  }
+  return { median: median(values), min: Math.min(...values), max: Math.max(...values) }
+}
+
+export function byContender (runs, contender) {
+  return runs.filter((r) => r.contender === contender)
+}
+
+/** 1234.5 -> '1,235'; 12.345 -> '12.3'; 0.1234 -> '0.12' */
+export function num (value) {
+  if (!Number.isFinite(value)) return 'n/a'
+  const abs = Math.abs(value)
+  const digits = abs >= 100 ? 0 : abs >= 10 ? 1 : 2
+  return value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
+}
+
+/** A median with its range: '12.3 (11.9–13.0)'; one run prints alone. */
+export function withSpread ({ median, min, max }, format = num) {
+  return min === max ? format(median) : `${format(median)} (${format(min)}–${format(max)})`
+}
+
+/** plural(1, 'run') -> '1 run'; plural(3, 'run') -> '3 runs' */
+export function plural (n, word) {
+  return `${n} ${word}${n === 1 ? '' : 's'}`
+}
+
+export function times (value) {
+  return `${num(value)}x`
+}
+
+export function table (header, rows) {
+  const line = (cells) => `| ${cells.join(' | ')} |`
+  return [line(header), line(header.map(() => '---')), ...rows.map(line)].join('\n')
+}
+
+/**
+ * A target: `measured` is a { median, min, max }; it passes when the median
+ * satisfies `test`. `limit` says what holds the number back, shown on a miss.
+ */
+export function target ({ what, goal, measured, test, format = num, limit }) {
+  return { what, goal, measured: withSpread(measured, format), pass: test(measured.median), limit }
+}
+
+export function targetsTable (targets) {
+  const rows = targets.map((t) => [t.what, t.goal, t.measured, t.pass ? '**PASS**' : '**MISS**'])
+  const misses = targets.filter((t) => !t.pass && t.limit !== undefined)
+  const why = misses.map((t) => `- MISS, ${t.what}: ${t.limit}`).join('\n')
+  return table(['target', 'goal', 'measured: median (range)', 'verdict'], rows) + (why === '' ? '' : `\n\n${why}`)
+}

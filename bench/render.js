@@ -1,0 +1,62 @@
+// docs/benchmarks.md from the latest result of each scenario: the machine and
+// the method once, then every scenario's section, then all targets together.
+import { plural, table } from './lib/report.js'
+
+const letters = 'abcdefghijklmnopqrstuvwxyz'
+
+function machineLines (m) {
+  return [
+    `- Node.js ${m.node} on ${m.platform}`,
+    `- ${m.cpus} CPUs as the OS reports them (\`os.availableParallelism()\` = ${m.availableParallelism}), ${m.cpuModel}, ${m.memoryGiB} GiB of memory; a shared machine (load average at the start: ${m.loadAverage.join(', ')})`,
+    `- fastify-blocking at commit ${m.commit}`
+  ].join('\n')
+}
+
+export function render (latest) {
+  if (latest.length === 0) return '# Benchmarks\n\nNo results yet: run `npm run bench`.\n'
+  const newest = latest.reduce((a, b) => (a.result.date > b.result.date ? a : b)).result
+  const sections = latest.map(({ scenario, result }, i) => ({ scenario, result, letter: letters[i], ...scenario.render(result) }))
+  const summary = sections.flatMap((s) => s.targets.map((t) => [`${s.letter}. ${s.scenario.title}`, t.what, t.goal, t.measured, t.pass ? '**PASS**' : '**MISS**']))
+  const passed = summary.filter((row) => row[4] === '**PASS**').length
+  return `# Benchmarks
+
+This file is written by \`npm run bench\` (\`node bench/run.js\`); do not edit it by hand.
+Run one scenario with \`node bench/run.js ${latest[0].scenario.id}\`, and a short smoke run with
+\`node bench/run.js --quick\` (one round of 2 s runs). Raw results: \`bench/results/<scenario>.json\`.
+
+## Summary
+
+${passed} of ${summary.length} targets met.
+
+${table(['scenario', 'target', 'goal', 'measured: median (range)', 'verdict'], summary)}
+
+## Machine and method
+
+${machineLines(newest.machine)}
+
+How a run goes:
+
+- Each server under test is a fresh process (\`bench/servers/server.js <contender>\`) listening on
+  127.0.0.1, port 0; it prints its address to the parent. \`GET /ping\` is answered on its main
+  thread by every contender. Pool contenders start all their threads at once (\`minThreads\` =
+  \`maxThreads\`) and keep them.
+- The load generator is autocannon's programmatic API in the parent process (\`bench/run.js\`).
+  Latencies are taken from each response, at full precision (autocannon's own histogram
+  rounds to whole milliseconds).
+- The \`/ping\` probe is a process of its own (\`bench/lib/probe.js\`), so that a blocked server
+  cannot delay its clock.
+- Each contender runs once per round, the order reversed every other round, after a warmup
+  under the same load; the tables give the median over the rounds and the range (min–max).
+  Ratios are taken between runs of the same round, so that a slow minute of the shared machine
+  weighs on both sides.
+- Nothing is pinned with \`taskset\`: with 2 cores, giving the load generator and the probe a
+  core of their own would leave one core to the main thread and both pool threads, which is
+  not the setup a blocking pool is for. So the server's threads, autocannon and the probe all
+  share the two cores; keep that in mind for every absolute number below.
+
+${sections.map((s) => `## ${s.letter}. ${s.scenario.title}
+
+Measured ${s.result.date.slice(0, 16).replace('T', ' ')} UTC with \`${s.result.command}\`
+(${plural(s.result.reps, 'round')}, ${s.result.warmup} s warmup + ${s.result.duration} s per run, ${s.result.threads} pool threads).
+${s.body}`).join('\n')}`
+}

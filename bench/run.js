@@ -1,0 +1,127 @@
+// npm run bench: runs the scenarios of bench/scenarios/, writes each one's
+// results to bench/results/<id>.json and renders docs/benchmarks.md from the
+// latest results of every scenario.
+//
+//   node bench/run.js [scenario ...] [--quick] [--reps N] [--warmup S] [--duration S]
+//
+// --quick (or BENCH_QUICK=1): one round, 0.5 s warmup, 2 s per run.
+// Each run gets a fresh server process (bench/servers/server.js); the
+// contenders of a scenario take turns, in reverse order every other round.
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs'
+import os from 'node:os'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { startServer } from './lib/harness.js'
+import { calibrate } from './lib/work.js'
+import { render } from './render.js'
+import { scenarios } from './scenarios/index.js'
+
+const here = (path) => fileURLToPath(new URL(path, import.meta.url))
+const resultsDir = here('./results/')
+const serverFile = here('./servers/server.js')
+
+const { values: flags, positionals } = parseArgs({
+  allowPositionals: true,
+  options: {
+    quick: { type: 'boolean', default: process.env.BENCH_QUICK === '1' },
+    reps: { type: 'string' },
+    warmup: { type: 'string' },
+    duration: { type: 'string' },
+    help: { type: 'boolean', short: 'h' }
+  }
+})
+
+const ids = scenarios.map((s) => s.id)
+if (flags.help || positionals.some((p) => !ids.includes(p))) {
+  console.log(`usage: node bench/run.js [${ids.join('|')} ...] [--quick] [--reps N] [--warmup S] [--duration S]`)
+  process.exit(flags.help ? 0 : 1)
+}
+const selected = positionals.length === 0 ? scenarios : scenarios.filter((s) => positionals.includes(s.id))
+
+const THREADS = 2
+const WORK_MS = 20
+const reps = Number(flags.reps ?? (flags.quick ? 1 : 3))
+
+function log (line) {
+  console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`)
+}
+
+function machine () {
+  const cpus = os.cpus()
+  let commit = 'unknown'
+  try {
+    const git = (...args) => execFileSync('git', args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim()
+    commit = git('rev-parse', '--short', 'HEAD') + (git('status', '--porcelain', '--', 'lib', 'workers') === '' ? '' : ' (with uncommitted changes to lib/ or workers/)')
+  } catch {}
+  return {
+    node: process.version,
+    platform: `${os.type()} ${os.release()} ${os.arch()}`,
+    cpuModel: cpus[0]?.model ?? 'unknown',
+    cpus: cpus.length,
+    availableParallelism: os.availableParallelism(),
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    loadAverage: os.loadavg().map((n) => Math.round(n * 100) / 100),
+    commit
+  }
+}
+
+const command = ['node bench/run.js', ...process.argv.slice(2)].join(' ')
+log(`calibrating the CPU-bound work (${WORK_MS} ms)...`)
+const iterations = calibrate(WORK_MS)
+log(`${iterations} pbkdf2 rounds per /cpu request`)
+
+mkdirSync(resultsDir, { recursive: true })
+for (const scenario of selected) {
+  const warmup = Number(flags.warmup ?? (flags.quick ? 0.5 : scenario.defaults.warmup))
+  const duration = Number(flags.duration ?? (flags.quick ? 2 : scenario.defaults.duration))
+  const ctx = {
+    reps,
+    warmup,
+    duration,
+    threads: THREADS,
+    iterations,
+    workMs: WORK_MS,
+    log,
+    /** Measures each contender `reps` times, each time on a fresh server. */
+    async rounds (contenders, measureOne) {
+      const runs = []
+      for (let rep = 1; rep <= reps; rep++) {
+        const order = rep % 2 === 1 ? contenders : [...contenders].reverse()
+        for (const contender of order) {
+          const server = await startServer(serverFile, [contender, String(THREADS)], { env: { BENCH_ITERATIONS: String(iterations) } })
+          try {
+            const { summary, ...result } = await measureOne(server)
+            runs.push({ contender, rep, ...result })
+            log(`${scenario.id} round ${rep}/${reps} ${contender}: ${summary}`)
+          } finally {
+            await server.close()
+          }
+        }
+      }
+      return runs
+    }
+  }
+  log(`${scenario.id}: ${scenario.title}, ${reps} round(s) of ${warmup} s warmup + ${duration} s`)
+  const started = new Date()
+  const result = await scenario.run(ctx)
+  const record = {
+    id: scenario.id,
+    title: scenario.title,
+    date: started.toISOString(),
+    command,
+    machine: machine(),
+    reps,
+    warmup,
+    duration,
+    threads: THREADS,
+    ...result
+  }
+  writeFileSync(`${resultsDir}${scenario.id}.json`, JSON.stringify(record, null, 2) + '\n')
+}
+
+const latest = scenarios
+  .filter((s) => existsSync(`${resultsDir}${s.id}.json`))
+  .map((s) => ({ scenario: s, result: JSON.parse(readFileSync(`${resultsDir}${s.id}.json`, 'utf8')) }))
+writeFileSync(here('../docs/benchmarks.md'), render(latest))
+log('wrote docs/benchmarks.md')

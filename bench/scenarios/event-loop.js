@@ -1,0 +1,107 @@
+// a. Event-loop protection: 8 connections hammer a CPU-bound route while the
+// probe sends GET /ping every 5 ms. Does /ping stay fast, and does the CPU
+// route get the second core?
+import { measure } from '../lib/harness.js'
+import { byContender, num, plural, ratio, spread, table, target, targetsTable, times, withSpread } from '../lib/report.js'
+import { blockingPools, labels } from './contenders.js'
+
+export const id = 'event-loop'
+export const title = 'Event-loop protection'
+export const defaults = { warmup: 2, duration: 8 }
+
+const contenders = ['inline', 'piscina', 'tinypool', 'by-hand']
+const connections = 8
+const interval = 5
+
+const CORES_LIMIT = 'the two worker threads keep both cores busy with /cpu, so the main thread that answers ' +
+  '/ping, the probe and autocannon all wait for a core behind them: on a 2-core machine no core is left idle ' +
+  'for the event loop. With more cores than pool threads the main thread would not have to wait.'
+
+export async function run (ctx) {
+  const runs = await ctx.rounds(contenders, async (server) => {
+    const r = await measure({
+      server,
+      path: '/cpu',
+      connections,
+      warmup: ctx.warmup,
+      duration: ctx.duration,
+      probe: { interval }
+    })
+    return { ...r, summary: `/cpu ${num(r.requestsPerSec)} req/s, /ping p50 ${num(r.ping.p50)} ms p99 ${num(r.ping.p99)} ms` }
+  })
+  return { settings: { connections, interval, workMs: ctx.workMs, iterations: ctx.iterations }, runs }
+}
+
+export function render ({ settings, runs, reps }) {
+  const rows = contenders.map((c) => {
+    const mine = byContender(runs, c)
+    return [
+      labels[c],
+      withSpread(spread(mine, (r) => r.ping.p50)),
+      withSpread(spread(mine, (r) => r.ping.p99)),
+      withSpread(spread(mine, (r) => r.ping.max)),
+      withSpread(spread(mine, (r) => r.requestsPerSec)),
+      withSpread(spread(mine, (r) => r.latency.p99)),
+      String(mine.reduce((n, r) => n + r.errors + r.non2xx, 0))
+    ]
+  })
+  const p99 = (r) => r.ping.p99
+  const rps = (r) => r.requestsPerSec
+  const ratios = blockingPools.map((pool) => [
+    labels[pool],
+    withSpread(ratio(runs, pool, 'inline', p99), times),
+    withSpread(ratio(runs, pool, 'inline', rps), times),
+    withSpread(ratio(runs, pool, 'by-hand', rps), times)
+  ])
+  const targets = blockingPools.flatMap((pool) => [
+    target({
+      what: `${pool}: /ping p99`,
+      goal: '≤ 15 ms',
+      measured: spread(byContender(runs, pool), p99),
+      test: (v) => v <= 15,
+      format: (v) => `${num(v)} ms`,
+      limit: CORES_LIMIT
+    }),
+    target({
+      what: `${pool}: /ping p99 vs inline`,
+      goal: '≤ 0.1x',
+      measured: ratio(runs, pool, 'inline', p99),
+      test: (v) => v <= 0.1,
+      format: times,
+      limit: CORES_LIMIT
+    }),
+    target({
+      what: `${pool}: /cpu req/s vs inline`,
+      goal: '≥ 1.2x',
+      measured: ratio(runs, pool, 'inline', rps),
+      test: (v) => v >= 1.2,
+      format: times,
+      limit: 'two threads can at most double what one core does inline, and here they share the two cores with autocannon, the probe and the main thread.'
+    }),
+    target({
+      what: `${pool}: /cpu req/s vs piscina by hand`,
+      goal: '≥ 0.9x',
+      measured: ratio(runs, pool, 'by-hand', rps),
+      test: (v) => v >= 0.9,
+      format: times,
+      limit: 'both send each request to one of the same number of threads; a gap here is the cost of the plugin\'s own work per request (see the overhead scenario) or noise of the shared machine (see the range).'
+    })
+  ])
+  return { targets, body: `
+${settings.connections} autocannon connections send \`GET /cpu\` back to back for each run's
+measured seconds; the route does ${num(settings.iterations)} pbkdf2-sha256 rounds
+(fixed work, calibrated to about ${settings.workMs} ms on one idle core at the start of the run).
+Meanwhile the probe process sends \`GET /ping\` (answered on the main thread by every
+contender) every ${settings.interval} ms over pre-opened keep-alive connections, on schedule
+whether or not the previous ping has been answered, and records each latency.
+Median of ${plural(reps, 'run')} per contender, with the range (min–max) in brackets.
+
+${table(['contender', '/ping p50 ms', '/ping p99 ms', '/ping max ms', '/cpu req/s', '/cpu p99 ms', 'errors'], rows)}
+
+Ratios, each taken between runs made in the same round (median and range over the rounds):
+
+${table(['blocking contender', '/ping p99 vs inline', '/cpu req/s vs inline', '/cpu req/s vs by hand'], ratios)}
+
+${targetsTable(targets)}
+` }
+}
