@@ -11,6 +11,7 @@
 // package) shares one table.
 import { isAbsolute } from 'node:path'
 import { pathToFileURL } from 'node:url'
+import { isMainThread } from 'node:worker_threads'
 
 export type DefinitionKind = 'handler' | 'task'
 
@@ -22,6 +23,8 @@ export interface Definition {
   readonly kind: DefinitionKind
   /** `function*` or `async function*`: the handler streams (see the streaming docs). */
   readonly generator: boolean
+  /** Its export name, else its function name, else `file#n` (the export name is known once the module has loaded). */
+  name: string
 }
 
 interface Registry {
@@ -85,10 +88,30 @@ function define<F extends Function> (kind: DefinitionKind, moduleUrl: unknown, f
     moduleUrl: url,
     index,
     kind,
-    generator: ctor === 'GeneratorFunction' || ctor === 'AsyncGeneratorFunction'
+    generator: ctor === 'GeneratorFunction' || ctor === 'AsyncGeneratorFunction',
+    name: fn.name !== '' && fn.name !== 'default' ? fn.name : `${url.slice(url.lastIndexOf('/') + 1)}#${index}`
   }
   Object.defineProperty(fn, kDefinition, { value: definition })
+  if (index === 0 && isMainThread) learnExportNames(url)
   return fn
+}
+
+/**
+ * Names come from the module's exports, which exist only once the module has
+ * finished loading: look them up right after, on the main thread (where names
+ * appear in logs and errors). The import returns the module already loaded.
+ */
+function learnExportNames (url: string): void {
+  setImmediate(() => {
+    import(url).then((namespace: Record<string, unknown>) => {
+      for (const key of Object.keys(namespace)) {
+        const definition = definitionOf(namespace[key])
+        if (key !== 'default' && definition !== undefined && definition.moduleUrl === url) definition.name = key
+      }
+    }, () => {
+      // The module failed to load: its definitions keep their function names.
+    })
+  })
 }
 
 /** The definition a function was tagged with, if any. */
@@ -107,21 +130,6 @@ export function lookup (id: string): Function | undefined {
 /** How many definitions a module made in this thread (0 if it was never imported here). */
 export function definedIn (moduleUrl: string): number {
   return registry().modules.get(moduleUrl)?.length ?? 0
-}
-
-/**
- * A readable name: the export name if the module's namespace holds the
- * function, else its own name, else `module#n`.
- */
-export function nameOf (definition: Definition, fn: Function, namespace?: Record<string, unknown>): string {
-  if (namespace !== undefined) {
-    for (const key of Object.keys(namespace)) {
-      if (namespace[key] === fn && key !== 'default') return key
-    }
-  }
-  if (fn.name !== '' && fn.name !== 'default') return fn.name
-  const file = definition.moduleUrl.slice(definition.moduleUrl.lastIndexOf('/') + 1)
-  return `${file}#${definition.index}`
 }
 
 export function defineHandlerUntyped<F extends Function> (moduleUrl: string | URL, fn: F): F {

@@ -5,9 +5,23 @@
 // get their handler swapped in onRoute (route.ts) -> the worker entry runs it
 // (workers/worker.ts). Startup checks run in onReady; onClose drains and
 // destroys the pool.
-import type { FastifyInstance, FastifyPluginAsync, RouteGenericInterface, RouteOptions } from 'fastify'
+import type {
+  ContextConfigDefault,
+  FastifyBaseLogger,
+  FastifyInstance,
+  FastifyPluginAsync,
+  FastifySchema,
+  FastifyTypeProvider,
+  FastifyTypeProviderDefault,
+  RawReplyDefaultExpression,
+  RawRequestDefaultExpression,
+  RawServerBase,
+  RawServerDefault,
+  RouteGenericInterface,
+  RouteOptions
+} from 'fastify'
 import fp from 'fastify-plugin'
-import { definitionOf, defineHandlerUntyped, defineTaskUntyped, nameOf, type Definition } from './define.js'
+import { definitionOf, defineHandlerUntyped, defineTaskUntyped } from './define.js'
 import { errors, FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_INVALID_OPTION, FST_BLOCKING_REGISTERED_IN_WORKER } from './errors.js'
 import { resolveOptions, resolveRouteOptions } from './options.js'
 import { createPool } from './pools/adapter.js'
@@ -129,34 +143,21 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     await pool.destroy()
   })
 
-  const names = new Map<string, string>()
-  async function nameFor (fn: Function, definition: Definition): Promise<string> {
-    let name = names.get(definition.id)
-    if (name === undefined) {
-      let namespace: Record<string, unknown> | undefined
-      try {
-        namespace = await import(definition.moduleUrl) as Record<string, unknown>
-      } catch {
-        namespace = undefined
-      }
-      name = nameOf(definition, fn, namespace)
-      names.set(definition.id, name)
-    }
-    return name
-  }
-
   const decorator: BlockingDecorator = {
-    async run (fn, ...args) {
+    run (fn, ...args) {
       const definition = definitionOf(fn)
       if (definition === undefined) {
-        throw new FST_BLOCKING_HANDLER_NOT_DEFINED(
+        return Promise.reject(new FST_BLOCKING_HANDLER_NOT_DEFINED(
           'app.blocking.run(fn): fn was not made with defineHandler or defineTask, so a worker cannot find it'
-        )
+        ))
       }
       const task: RunTask = { type: 'blocking:run', fn: definition.id, slot: -1, args }
-      const label = `app.blocking.run(${await nameFor(fn, definition)})`
-      const entry = scheduler.submit({ task, lane: 'request', label, timeout: options.taskTimeout })
-      return payloadOf(await entry.promise) as never
+      try {
+        const entry = scheduler.submit({ task, lane: 'request', label: `app.blocking.run(${definition.name})`, timeout: options.taskTimeout })
+        return entry.promise.then(payloadOf) as never
+      } catch (err) {
+        return Promise.reject(err)
+      }
     },
     stats (): BlockingStats {
       const { request, background, utilization } = scheduler.stats()
@@ -171,17 +172,59 @@ const plugin = fp(fastifyBlocking, { name: 'fastify-blocking', fastify: '5.x' })
 export { plugin as fastifyBlocking, errors }
 export default plugin
 
+type BlockingFlag = true | BlockingRouteOptions
+
 declare module 'fastify' {
-  interface RouteShorthandOptions {
-    /** Run this route's handler on the worker pool (see fastify-blocking). */
+  interface RouteShorthandOptions<
+    RawServer extends RawServerBase = RawServerDefault,
+    RawRequest extends RawRequestDefaultExpression<RawServer> = RawRequestDefaultExpression<RawServer>,
+    RawReply extends RawReplyDefaultExpression<RawServer> = RawReplyDefaultExpression<RawServer>,
+    RouteGeneric extends RouteGenericInterface = RouteGenericInterface,
+    ContextConfig = ContextConfigDefault,
+    SchemaCompiler extends FastifySchema = FastifySchema,
+    TypeProvider extends FastifyTypeProvider = FastifyTypeProviderDefault,
+    Logger extends FastifyBaseLogger = FastifyBaseLogger
+  > {
+    /** Run this route's handler on the worker pool; the handler must be made with `defineHandler`. */
     blocking?: boolean | BlockingRouteOptions
   }
+
   interface FastifyContextConfig {
+    /** Same as the route option `blocking`. */
     blocking?: boolean | BlockingRouteOptions
   }
-  interface FastifyInstance {
+
+  interface RouteShorthandMethod<
+    RawServer extends RawServerBase = RawServerDefault,
+    RawRequest extends RawRequestDefaultExpression<RawServer> = RawRequestDefaultExpression<RawServer>,
+    RawReply extends RawReplyDefaultExpression<RawServer> = RawReplyDefaultExpression<RawServer>,
+    TypeProvider extends FastifyTypeProvider = FastifyTypeProviderDefault,
+    Logger extends FastifyBaseLogger = FastifyBaseLogger
+  > {
+    /** A blocking route: its handler runs in a worker and gets the worker-side request and reply. */
+    <RouteGeneric extends RouteGenericInterface = RouteGenericInterface, ContextConfig = ContextConfigDefault,
+      const SchemaCompiler extends FastifySchema = FastifySchema>(
+      path: string,
+      opts: RouteShorthandOptions<RawServer, RawRequest, RawReply, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger> &
+        ({ blocking: BlockingFlag } | { config: { blocking: BlockingFlag } }),
+      handler: BlockingHandler<RouteGeneric>
+    ): FastifyInstance<RawServer, RawRequest, RawReply, Logger, TypeProvider>
+  }
+
+  interface FastifyInstance<
+    RawServer extends RawServerBase = RawServerDefault,
+    RawRequest extends RawRequestDefaultExpression<RawServer> = RawRequestDefaultExpression<RawServer>,
+    RawReply extends RawReplyDefaultExpression<RawServer> = RawReplyDefaultExpression<RawServer>,
+    Logger extends FastifyBaseLogger = FastifyBaseLogger,
+    TypeProvider extends FastifyTypeProvider = FastifyTypeProviderDefault
+  > {
+    /** The worker pool: `run()` a defined function in it, read its `stats()`. */
     blocking: BlockingDecorator
+    /** A blocking route given as a whole: its handler runs in a worker. */
+    route<RouteGeneric extends RouteGenericInterface = RouteGenericInterface, ContextConfig = ContextConfigDefault,
+      const SchemaCompiler extends FastifySchema = FastifySchema>(
+      opts: Omit<RouteOptions<RawServer, RawRequest, RawReply, RouteGeneric, ContextConfig, SchemaCompiler, TypeProvider, Logger>, 'handler'> &
+        { blocking: BlockingFlag, handler: BlockingHandler<RouteGeneric> }
+    ): FastifyInstance<RawServer, RawRequest, RawReply, Logger, TypeProvider>
   }
 }
-
-export type { FastifyInstance }

@@ -2,6 +2,7 @@
 import { Writable } from 'node:stream'
 import Fastify from 'fastify'
 import blocking from 'fastify-blocking'
+import { flushCoverage } from './fixtures/gate.js'
 
 export const pools = ['piscina', 'tinypool']
 
@@ -19,7 +20,10 @@ export async function build (t, pool, options = {}, fastifyOptions = {}) {
   })
   const app = Fastify({ logger: { level: 'trace', stream }, ...fastifyOptions })
   await app.register(blocking, { pool, maxThreads: 2, minThreads: 1, ...options })
-  t.teardown(() => app.close())
+  t.teardown(async () => {
+    await flushWorkerCoverage(app)
+    await app.close()
+  })
   app.logs = logs
   return app
 }
@@ -54,4 +58,17 @@ export function gate () {
       Atomics.notify(i32, 0)
     }
   }
+}
+
+/** See flushCoverage in fixtures/gate.js. */
+async function flushWorkerCoverage (app) {
+  if (process.env._TAPJS_PROCESSINFO_COVERAGE_ !== '1' || !app.blocking) return
+  let threads
+  try {
+    threads = app.blocking.stats().threads
+  } catch {
+    return
+  }
+  const sab = new SharedArrayBuffer(4)
+  await Promise.allSettled(Array.from({ length: threads }, () => app.blocking.run(flushCoverage, sab, threads)))
 }

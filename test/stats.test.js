@@ -1,0 +1,39 @@
+import { test } from 'tap'
+import { build, gate, pools, until } from './helpers.js'
+import { waitAtGate } from './fixtures/gate.js'
+import * as f from './fixtures/failures.js'
+
+for (const pool of pools) {
+  test(`${pool}: stats() counts requests and measures waits and runs`, async (t) => {
+    const app = await build(t, pool, { maxThreads: 1 })
+    app.get('/quick', { blocking: true }, f.quick)
+    app.get('/teapot', { blocking: true }, f.throwsHttp)
+    await app.ready()
+    const empty = app.blocking.stats()
+    t.same(empty.waitTime, { p50: 0, p99: 0 })
+    t.equal(empty.completed, 0)
+    const g = gate()
+    const held = app.blocking.run(waitAtGate, g.sab)
+    await g.reached(1)
+    const waiting = [app.inject('/quick'), app.inject('/quick'), app.inject('/teapot')]
+    await until(() => app.blocking.stats().queued === 3, { what: 'three queued requests' })
+    const busy = app.blocking.stats()
+    t.equal(busy.running, 1)
+    t.equal(busy.threads, 1)
+    // Hold them in the queue for a measurable time.
+    await new Promise((resolve) => setTimeout(resolve, 50))
+    g.open()
+    await held
+    await Promise.all(waiting)
+    const s = app.blocking.stats()
+    t.equal(s.queued, 0)
+    t.equal(s.running, 0)
+    t.equal(s.completed, 3, 'run() and two requests')
+    t.equal(s.failed, 1, 'the 418')
+    t.ok(s.waitTime.p99 >= 40, `queued requests waited (p99 ${s.waitTime.p99} ms)`)
+    t.ok(s.runTime.p99 >= 40, `the gated task ran long (p99 ${s.runTime.p99} ms)`)
+    t.ok(s.runTime.p50 > 0 && s.runTime.p50 <= s.runTime.p99)
+    t.ok(s.utilization > 0 && s.utilization <= 1)
+    t.same(Object.keys(s.background).sort(), ['completed', 'failed', 'queued', 'running', 'runTime', 'waitTime'].sort())
+  })
+}

@@ -1,0 +1,62 @@
+import Fastify from 'fastify'
+import { expectAssignable, expectError, expectType } from 'tsd'
+import blocking, {
+  defineHandler,
+  defineTask,
+  FST_BLOCKING_QUEUE_FULL,
+  type BlockingStats,
+  type WorkerReply,
+  type WorkerRequest
+} from '../../dist/lib/index.js'
+
+const app = Fastify()
+await app.register(blocking, { pool: 'tinypool', maxThreads: 2, taskTimeout: 1000, multipart: { limits: { fileSize: 10 } } })
+expectError(app.register(blocking, { pool: 'threads' }))
+expectError(app.register(blocking, { maxThreads: '2' }))
+
+// defineHandler types the worker-side request from the route generic.
+export const hash = defineHandler<{ Body: { password: string }, Params: { id: string } }>(import.meta.url, (request, reply) => {
+  expectType<string>(request.body.password)
+  expectType<string>(request.params.id)
+  expectType<AbortSignal>(request.signal)
+  expectType<string>(request.routeUrl)
+  expectType<WorkerReply>(reply.code(201).header('x', '1').type('text/plain'))
+  request.log.info('text')
+  request.log.warn({ a: 1 }, 'with object')
+  expectError(request.log.info(42, 'no'))
+  expectError(reply.send('no send in the worker: return the payload'))
+  return { hash: request.body.password }
+})
+
+export const untyped = defineHandler(import.meta.url, (request) => {
+  expectType<unknown>(request.body)
+  expectAssignable<WorkerRequest>(request)
+  return 'ok'
+})
+
+export const audit = defineTask(import.meta.url, (event: string, count: number) => `${event}:${count}`)
+
+// The route option, the config flag and route() accept a worker handler.
+app.post('/hash/:id', { blocking: true }, hash)
+app.post('/report', { blocking: { timeout: 2000, highWaterMark: 1024 } }, untyped)
+app.get('/x', { config: { blocking: true } }, untyped)
+app.route({ method: 'GET', url: '/r', blocking: true, handler: untyped })
+expectError(app.get('/bad', { blocking: { timeout: '2s' } }, untyped))
+expectError(app.get('/bad', { blocking: { nope: 1 } }, untyped))
+
+// A normal route keeps Fastify's handler type.
+app.get('/inline', async (request, reply) => {
+  expectType<string>(request.id)
+  return reply.send('ok')
+})
+
+// Decorators.
+expectType<Promise<string>>(app.blocking.run(audit, 'login', 1))
+expectError(app.blocking.run(audit, 'login', 'one'))
+expectType<BlockingStats>(app.blocking.stats())
+expectType<number>(app.blocking.stats().background.waitTime.p99)
+
+// Errors are @fastify/error constructors.
+const err = new FST_BLOCKING_QUEUE_FULL('x')
+expectType<'FST_BLOCKING_QUEUE_FULL'>(err.code)
+expectType<503>(err.statusCode)
