@@ -41,7 +41,7 @@ const selected = positionals.length === 0 ? scenarios : scenarios.filter((s) => 
 
 const THREADS = 2
 const WORK_MS = 20
-const reps = Number(flags.reps ?? (flags.quick ? 1 : 3))
+const reps = Number(flags.reps ?? (flags.quick ? 1 : 5))
 
 function log (line) {
   console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`)

@@ -5,6 +5,7 @@ import { fork, spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
+import { cpuMeter } from './cpu.js'
 
 const probeFile = fileURLToPath(new URL('./probe.js', import.meta.url))
 
@@ -33,6 +34,7 @@ export async function startServer (file, args = [], { env } = {}) {
   return {
     url,
     port: Number(new URL(url).port),
+    pid: child.pid,
     async close () {
       if (child.exitCode !== null) return
       const exited = once(child, 'exit')
@@ -50,6 +52,7 @@ export async function startProbe (port, { path = '/ping', interval = 5 } = {}) {
   const [first] = await once(child, 'message')
   if (first !== 'ready') throw new Error(`the probe did not start: ${JSON.stringify(first)}`)
   return {
+    pid: child.pid,
     start: () => child.send('start'),
     async stop () {
       child.send('stop')
@@ -92,17 +95,22 @@ export function percentiles (values) {
 
 /**
  * One measured run: `warmup` seconds of load, then `duration` seconds of load
- * with the /ping probe running beside it (when `probe` is set).
+ * with the /ping probe running beside it (when `probe` is set). `cpu` says
+ * how many cores each party used meanwhile (see cpu.js).
  */
 export async function measure ({ server, path, connections, duration, warmup = 0, probe, pipelining }) {
   const url = server.url + path
   if (warmup > 0) await load({ url, connections, duration: warmup, pipelining })
   const pinger = probe === undefined ? undefined : await startProbe(server.port, probe)
+  const meter = cpuMeter({ server: server.pid, probe: pinger?.pid })
   pinger?.start()
   const result = await load({ url, connections, duration, pipelining })
+  const cpu = meter()
   const pings = pinger === undefined ? undefined : await pinger.stop()
   return {
     requestsPerSec: result.requestsPerSec,
+    requests: result.requests,
+    cpu,
     errors: result.errors,
     non2xx: result.non2xx,
     latency: percentiles(result.latencies),

@@ -7,23 +7,37 @@ export function median (values) {
   return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
 }
 
-/** { median, min, max } of `pick(run)` over the runs of one contender. */
-export function spread (runs, pick) {
-  const values = runs.map(pick)
+function summary (values) {
   return { median: median(values), min: Math.min(...values), max: Math.max(...values) }
 }
 
+/** { median, min, max } of `pick(run)` over the runs of one contender. */
+export function spread (runs, pick) {
+  return summary(runs.map(pick))
+}
+
 /**
- * The ratio a/b in each repetition (a and b ran in the same round, one right
- * after the other), as { median, min, max }.
+ * `combine(runOfA, runOfB)` for each round in which a and b both ran (one
+ * right after the other, so that a slow minute of a shared machine weighs on
+ * both), as { median, min, max }.
  */
-export function ratio (runs, a, b, pick) {
+export function paired (runs, a, b, combine) {
   const values = []
-  for (const run of runs.filter((r) => r.contender === a)) {
+  for (const run of byContender(runs, a)) {
     const other = runs.find((r) => r.contender === b && r.rep === run.rep)
-    if (other !== undefined) values.push(pick(run) / pick(other))
+    if (other !== undefined) values.push(combine(run, other))
   }
-  return { median: median(values), min: Math.min(...values), max: Math.max(...values) }
+  return summary(values)
+}
+
+/** pick(a) / pick(b), round by round. */
+export function ratio (runs, a, b, pick) {
+  return paired(runs, a, b, (x, y) => pick(x) / pick(y))
+}
+
+/** pick(a) - pick(b), round by round. */
+export function difference (runs, a, b, pick) {
+  return paired(runs, a, b, (x, y) => pick(x) - pick(y))
 }
 
 export function byContender (runs, contender) {
@@ -50,6 +64,24 @@ export function plural (n, word) {
 
 export function times (value) {
   return `${num(value)}x`
+}
+
+/**
+ * One row per contender: its label, then for each column the median and
+ * range of column(run) (or of column[0](run), shown with column[1]).
+ */
+export function contenderRows (runs, contenders, labels, columns) {
+  return contenders.map((c) => {
+    const mine = byContender(runs, c)
+    return [labels[c], ...columns.map((col) => (Array.isArray(col) ? withSpread(spread(mine, col[0]), col[1]) : withSpread(spread(mine, col))))]
+  })
+}
+
+/** A sentence on failed requests (errors, timeouts, non-2xx answers). */
+export function failures (runs, labels) {
+  const failed = runs.filter((r) => r.errors + r.non2xx > 0)
+  if (failed.length === 0) return 'No request failed or got a non-2xx answer.'
+  return 'Failed or non-2xx requests: ' + failed.map((r) => `${labels[r.contender]} round ${r.rep}: ${r.errors + r.non2xx}`).join('; ') + '.'
 }
 
 export function table (header, rows) {

@@ -1,4 +1,6 @@
-// How the report names the servers of bench/servers/server.js.
+// The servers of bench/servers/server.js, and how the report names them.
+export const contenders = ['inline', 'piscina', 'tinypool', 'by-hand']
+
 export const labels = {
   inline: 'inline (main thread)',
   piscina: "blocking, `pool: 'piscina'`",

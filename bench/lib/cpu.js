@@ -1,0 +1,56 @@
+// Who used the CPU during a run, read from /proc (Linux; elsewhere every
+// figure is NaN): the server's main thread, all its threads, the load
+// generator (this process), the probe, and everything else on the machine.
+// On a shared machine "other" says how much a run was disturbed.
+import { execFileSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import { performance } from 'node:perf_hooks'
+
+let hz = 100
+try {
+  hz = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' })) || 100
+} catch {}
+
+/** utime + stime, in seconds, of /proc/<pid>/stat or /proc/<pid>/task/<tid>/stat. */
+function seconds (path) {
+  try {
+    const stat = readFileSync(path, 'utf8')
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    return (Number(fields[11]) + Number(fields[12])) / hz
+  } catch {
+    return NaN
+  }
+}
+
+/** Seconds all cores were busy, from /proc/stat. */
+function machineBusy () {
+  try {
+    const [, ...ticks] = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).map(Number)
+    const idle = ticks[3] + ticks[4]
+    return (ticks.reduce((a, b) => a + b, 0) - idle) / hz
+  } catch {
+    return NaN
+  }
+}
+
+/** Starts counting; the returned function gives the CPU each one used since, in cores (1 = one core all along). */
+export function cpuMeter ({ server, probe }) {
+  const read = () => ({
+    at: performance.now() / 1000,
+    main: seconds(`/proc/${server}/task/${server}/stat`),
+    server: seconds(`/proc/${server}/stat`),
+    load: seconds('/proc/self/stat'),
+    probe: probe === undefined ? 0 : seconds(`/proc/${probe}/stat`),
+    machine: machineBusy()
+  })
+  const before = read()
+  return () => {
+    const after = read()
+    const elapsed = after.at - before.at
+    const used = (key) => (after[key] - before[key]) / elapsed
+    const round = (n) => Math.round(n * 1000) / 1000
+    const cores = { serverMain: used('main'), server: used('server'), load: used('load'), probe: used('probe') }
+    cores.other = Math.max(0, used('machine') - cores.server - cores.load - cores.probe)
+    return Object.fromEntries(Object.entries(cores).map(([k, v]) => [k, round(v)]))
+  }
+}
