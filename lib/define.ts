@@ -103,15 +103,18 @@ function define<F extends Function> (kind: DefinitionKind, moduleUrl: unknown, f
  */
 function learnExportNames (url: string): void {
   setImmediate(() => {
-    import(url).then((namespace: Record<string, unknown>) => {
-      for (const key of Object.keys(namespace)) {
-        const definition = definitionOf(namespace[key])
-        if (key !== 'default' && definition !== undefined && definition.moduleUrl === url) definition.name = key
-      }
-    }, () => {
+    import(url).then((namespace: Record<string, unknown>) => learnNames(url, namespace), () => {
       // The module failed to load: its definitions keep their function names.
     })
   })
+}
+
+/** Names the definitions a module exports after their export names. */
+export function learnNames (url: string, namespace: Record<string, unknown>): void {
+  for (const key of Object.keys(namespace)) {
+    const definition = definitionOf(namespace[key])
+    if (key !== 'default' && definition !== undefined && definition.moduleUrl === url) definition.name = key
+  }
 }
 
 /** The definition a function was tagged with, if any. */

@@ -10,6 +10,7 @@ import type {
   FastifyBaseLogger,
   FastifyInstance,
   FastifyPluginAsync,
+  FastifyReply,
   FastifySchema,
   FastifyTypeProvider,
   FastifyTypeProviderDefault,
@@ -25,6 +26,7 @@ import { definitionOf, defineHandlerUntyped, defineTaskUntyped } from './define.
 import { errors, FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_INVALID_OPTION, FST_BLOCKING_REGISTERED_IN_WORKER } from './errors.js'
 import { resolveOptions, resolveRouteOptions } from './options.js'
 import { createPool } from './pools/adapter.js'
+import { Background } from './background.js'
 import { createBlockingHandler, kBlockingHandler, payloadOf, type BlockingRoute } from './route.js'
 import { Scheduler } from './scheduler.js'
 import type {
@@ -88,10 +90,11 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     minThreads: options.minThreads,
     idleTimeout: options.idleTimeout,
     resourceLimits: options.resourceLimits,
-    workerData: { slots: scheduler.slots, pool: options.pool },
+    workerData: { slots: scheduler.slots, gauges: scheduler.gauges, pool: options.pool },
     onError: (err) => fastify.log.error({ err }, 'fastify-blocking: a worker thread failed while idle; it was replaced')
   })
   scheduler.attach(pool)
+  const background = new Background(scheduler, options.taskTimeout)
 
   const routes: BlockingRoute[] = []
   const problems: string[] = []
@@ -117,7 +120,7 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     }
     const record: BlockingRoute = { fn: definition.id, label, url: route.url, options: routeOptions }
     routes.push(record)
-    route.handler = createBlockingHandler(record, scheduler)
+    route.handler = createBlockingHandler(record, scheduler, background)
   })
 
   fastify.addHook('onReady', async () => {
@@ -138,7 +141,8 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
 
   fastify.addHook('onClose', async () => {
     await scheduler.close(options.closeTimeout, (job) => {
-      fastify.log.error({ task: job.label }, 'fastify-blocking: closing, dropped a task that had not started')
+      // Background tasks are logged with their request's reqId by background.ts.
+      if (job.lane === 'request') fastify.log.error({ task: job.label }, `fastify-blocking: closing, dropped ${job.label}, which had not started`)
     })
     await pool.destroy()
   })
@@ -165,6 +169,10 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     }
   }
   fastify.decorate('blocking', decorator)
+  fastify.decorateReply('background', function (this: FastifyReply, task: unknown, ...args: unknown[]) {
+    background.call(this, task, args)
+    return this
+  })
 }
 
 const plugin = fp(fastifyBlocking, { name: 'fastify-blocking', fastify: '5.x' })
@@ -187,6 +195,11 @@ declare module 'fastify' {
   > {
     /** Run this route's handler on the worker pool; the handler must be made with `defineHandler`. */
     blocking?: boolean | BlockingRouteOptions
+  }
+
+  interface FastifyReply {
+    /** Runs `task` (made with defineTask) in the pool once the response has been sent. */
+    background<A extends unknown[]> (task: BlockingTask<A>, ...args: A): FastifyReply
   }
 
   interface FastifyContextConfig {

@@ -4,6 +4,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { FST_BLOCKING_QUEUE_FULL } from './errors.js'
 import type { ResolvedRouteOptions } from './options.js'
+import type { Background } from './background.js'
 import type { Scheduler } from './scheduler.js'
 import { PayloadKind, type HandleTask, type LogLine, type Outcome, type SerializedError } from '../workers/protocol.js'
 
@@ -66,15 +67,16 @@ export function payloadOf (outcome: Outcome): unknown {
   }
 }
 
-function deliver (request: FastifyRequest, reply: FastifyReply, outcome: Outcome): unknown {
+function deliver (request: FastifyRequest, reply: FastifyReply, outcome: Outcome, background: Background): unknown {
   if (outcome.logs !== undefined) writeLogs(request.log, outcome.logs)
   if (outcome.kind === PayloadKind.Skipped) return undefined
   if (outcome.status !== undefined) reply.code(outcome.status)
   if (outcome.headers !== undefined) reply.headers(outcome.headers)
+  if (outcome.background !== undefined) background.fromWorker(reply, outcome.background)
   return payloadOf(outcome)
 }
 
-export function createBlockingHandler (route: BlockingRoute, scheduler: Scheduler) {
+export function createBlockingHandler (route: BlockingRoute, scheduler: Scheduler, background: Background) {
   const { fn, label, url } = route
   const { timeout } = route.options
   // A plain function, not an arrow: Fastify binds handlers to their encapsulated instance.
@@ -92,6 +94,7 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
         query: request.query,
         headers: request.headers,
         body: request.body,
+        bodyIsBuffer: Buffer.isBuffer(request.body),
         ip: request.ip,
         hostname: request.hostname,
         protocol: request.protocol
@@ -113,7 +116,7 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
     return entry.promise.then(
       (outcome) => {
         raw.removeListener('close', onClose)
-        return deliver(request, reply, outcome)
+        return deliver(request, reply, outcome, background)
       },
       (err: unknown) => {
         raw.removeListener('close', onClose)

@@ -18,6 +18,9 @@ import type { Transferable } from 'node:worker_threads'
 import type { PoolAdapter } from './pools/adapter.js'
 import type { LaneStats } from './types.js'
 import {
+  GAUGE_BACKGROUND_LIMIT,
+  GAUGE_BACKGROUND_QUEUED,
+  GAUGE_INTS,
   now,
   PayloadKind,
   SLOT_INTS,
@@ -128,12 +131,17 @@ export interface SchedulerOptions {
 
 export class Scheduler {
   readonly slots: SharedArrayBuffer
+  readonly gauges: SharedArrayBuffer
+  private readonly gauge: Int32Array
+  /** Background tasks promised a place in their queue (reply.background called, response not sent yet). */
+  private reserved = 0
   private readonly state: Int32Array
   private readonly start: Float64Array
   private readonly free: number[] = []
   private readonly lanes: Record<LaneName, Lane>
   private pool: PoolAdapter | undefined
   private closing = false
+  private stopped = false
   private idleWaiters: Array<() => void> = []
   private readonly createdAt = now()
   private busyMs = 0
@@ -147,6 +155,35 @@ export class Scheduler {
       request: new Lane(options.maxQueue),
       background: new Lane(options.backgroundQueue)
     }
+    this.gauges = new SharedArrayBuffer(GAUGE_INTS * Int32Array.BYTES_PER_ELEMENT)
+    this.gauge = new Int32Array(this.gauges)
+    Atomics.store(this.gauge, GAUGE_BACKGROUND_LIMIT, options.backgroundQueue)
+  }
+
+  /** Keeps the workers' view of the background queue current (reply.background checks it). */
+  private publish (): void {
+    Atomics.store(this.gauge, GAUGE_BACKGROUND_QUEUED, this.lanes.background.waiting + this.reserved)
+  }
+
+  /**
+   * Promises a background task a place in its queue, to be taken by submit()
+   * once the response has been sent. Throws when the queue (with what is
+   * already promised) is full or the scheduler is closed.
+   */
+  reserve (label: string): void {
+    if (this.closing) throw new FST_BLOCKING_CLOSED(`${label} was not queued`)
+    const lane = this.lanes.background
+    if (lane.waiting + this.reserved >= lane.limit) {
+      throw new FST_BLOCKING_QUEUE_FULL(`${label}: ${lane.waiting + this.reserved} background tasks are waiting`)
+    }
+    this.reserved++
+    this.publish()
+  }
+
+  /** Gives back a place promised by reserve() that will not be used. */
+  unreserve (): void {
+    this.reserved--
+    this.publish()
   }
 
   attach (pool: PoolAdapter): void {
@@ -159,9 +196,14 @@ export class Scheduler {
    * times out, its thread dies or a value cannot cross threads. Throws at once
    * when the lane's queue is full or the scheduler is closed.
    */
-  submit (job: Job): Entry {
+  submit (job: Job, reserved = false): Entry {
     const lane = this.lanes[job.lane]
-    if (this.closing) throw new FST_BLOCKING_CLOSED(`${job.label} was not started`)
+    if (reserved) this.unreserve()
+    // A task promised a place before close() began still gets it, until close() gives up waiting.
+    if (this.stopped || (this.closing && !reserved)) {
+      this.maybeIdle()
+      throw new FST_BLOCKING_CLOSED(`${job.label} was not started`)
+    }
     const entry = new Entry(job)
     entry.promise = new Promise<Outcome>((resolve, reject) => {
       entry.resolve = resolve
@@ -170,10 +212,11 @@ export class Scheduler {
     entry.enqueuedAt = now()
     if (this.free.length > 0 && this.lanes.request.waiting === 0 && (job.lane === 'request' || lane.waiting === 0)) {
       this.dispatch(entry)
-    } else if (lane.waiting >= lane.limit) {
+    } else if (lane.waiting >= lane.limit && !reserved) {
       throw new FST_BLOCKING_QUEUE_FULL(`${lane.waiting} ${job.lane === 'request' ? 'requests' : 'background tasks'} are waiting`)
     } else {
       lane.push(entry)
+      if (job.lane === 'background') this.publish()
     }
     return entry
   }
@@ -187,6 +230,7 @@ export class Scheduler {
     if (entry.phase === Phase.Queued) {
       entry.phase = Phase.Done
       this.lanes[entry.job.lane].waiting--
+      this.publish()
       entry.resolve({ kind: PayloadKind.Skipped })
       this.maybeIdle()
     } else if (entry.phase === Phase.Running) {
@@ -308,6 +352,7 @@ export class Scheduler {
       if (entry === undefined) break
       this.dispatch(entry)
     }
+    this.publish()
     this.maybeIdle()
   }
 
@@ -320,7 +365,7 @@ export class Scheduler {
 
   idle (): boolean {
     const { request, background } = this.lanes
-    return request.running + request.waiting + background.running + background.waiting === 0
+    return request.running + request.waiting + background.running + background.waiting + this.reserved === 0
   }
 
   /**
@@ -340,6 +385,7 @@ export class Scheduler {
         })
       })
     }
+    this.stopped = true
     for (const lane of [this.lanes.request, this.lanes.background]) {
       let entry: Entry | undefined
       while ((entry = lane.shift()) !== undefined) {

@@ -55,18 +55,20 @@ for (const pool of pools) {
 
   test(`${pool}: a running handler sees request.signal abort when its client goes away`, async (t) => {
     const app = await build(t, pool, { maxThreads: 1 })
-    app.get('/cooperative', { blocking: true }, f.cooperative)
+    let started
+    const startedPromise = new Promise((resolve) => { started = resolve })
+    app.get('/started', async () => { started(); return 'ok' })
+    app.get('/cooperative', { blocking: true }, f.announcedCooperative)
     app.get('/quick', { blocking: true }, f.quick)
     await app.listen({ port: 0, host: '127.0.0.1' })
     const { port } = app.server.address()
     const thread = (await app.inject('/quick')).json().threadId
-    const ranBefore = await app.blocking.run(f.ranCount)
-    const req = get(port, '/cooperative')
-    await until(() => app.blocking.stats().running === 1, { what: 'the handler to start' })
+    const req = get(port, `/cooperative?port=${port}`)
+    await startedPromise
     req.destroy()
-    // The handler stops by itself (it would otherwise run 30 s): the thread is free again.
+    // The handler stops by itself (it would otherwise wait forever): the thread is free again.
     await until(() => app.blocking.stats().running === 0, { what: 'the handler to stop' })
-    t.equal(await app.blocking.run(f.ranCount), ranBefore + 1, 'it had started')
+    t.equal(await app.blocking.run(f.abortedCount), 1, 'its request.signal aborted')
     t.equal((await app.inject('/quick')).json().threadId, thread, 'on the same thread, not terminated')
   })
 }

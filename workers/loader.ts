@@ -1,6 +1,8 @@
 // Loading the user's modules in a worker: TypeScript through tsx, and the trap
 // of a module that starts the app when it is imported.
 
+import { learnNames } from '../lib/define.js'
+
 /** Set while a module is imported by a worker; the plugin reads it when it is registered (lib/index.ts). */
 export const kWorkerContext = Symbol.for('fastify-blocking.worker')
 
@@ -41,7 +43,7 @@ async function importModule (moduleUrl: string): Promise<void> {
   context.loading = moduleUrl
   try {
     if (TS.test(moduleUrl)) await registerTsx(moduleUrl)
-    await import(moduleUrl)
+    learnNames(moduleUrl, await import(moduleUrl) as Record<string, unknown>)
     // A module that starts the app may register the plugin after its import
     // settles (app.listen() without await): give it a turn of the event loop.
     await new Promise<void>((resolve) => setImmediate(resolve))

@@ -1,4 +1,5 @@
 // What a function returned or threw, made ready to cross back to the main thread.
+import { copyBytes, uncloneable } from './clone.js'
 import { PayloadKind, type LogLine, type Outcome, type SerializedError } from './protocol.js'
 
 /** Wraps an outcome so that the pool transfers `transfer` instead of copying it. */
@@ -9,35 +10,33 @@ const kPiscinaValue = Symbol.for('Piscina.valueOf')
 const kTinypoolTransferable = Symbol.for('Tinypool.transferable')
 const kTinypoolValue = Symbol.for('Tinypool.valueOf')
 
-export function movable (move: Mover, outcome: Outcome, transfer: ArrayBuffer): unknown {
+export function movable (move: Mover, outcome: Outcome, transfer: ArrayBuffer[]): unknown {
   return move({
-    [kPiscinaTransferable]: [transfer],
+    [kPiscinaTransferable]: transfer,
     [kPiscinaValue]: outcome,
-    [kTinypoolTransferable]: [transfer],
+    [kTinypoolTransferable]: transfer,
     [kTinypoolValue]: outcome
   })
 }
 
 /**
- * Bytes go back as a fresh copy whose buffer is transferred: the main thread
- * does not copy them, and the handler's own Buffer (cached, or a slice of
- * Node's shared pool) is never emptied.
+ * What a function returned, as an outcome. Bytes go back as a fresh copy whose
+ * buffer is transferred: the main thread does not copy them, and the
+ * handler's own Buffer (cached, or a slice of Node's shared pool) is never
+ * emptied. `transfer` holds buffers already copied for the outcome (arguments
+ * of background tasks).
  */
-export function toOutcome (value: unknown, move: Mover, outcome: Outcome): unknown {
+export function toOutcome (value: unknown, move: Mover, outcome: Outcome, transfer?: ArrayBuffer[]): unknown {
   if (value === undefined) {
     outcome.kind = PayloadKind.Empty
   } else if (typeof value === 'string') {
     outcome.kind = PayloadKind.Text
     outcome.value = value
   } else if (ArrayBuffer.isView(value) || value instanceof ArrayBuffer) {
-    const source = value instanceof ArrayBuffer
-      ? new Uint8Array(value)
-      : new Uint8Array(value.buffer, value.byteOffset, value.byteLength)
-    const copy = new Uint8Array(source.byteLength)
-    copy.set(source)
+    const copy = copyBytes(value)
     outcome.kind = PayloadKind.Bytes
     outcome.value = copy
-    return movable(move, outcome, copy.buffer)
+    transfer = transfer === undefined ? [copy.buffer as ArrayBuffer] : [...transfer, copy.buffer as ArrayBuffer]
   } else {
     const problem = uncloneable(value)
     if (problem !== undefined) {
@@ -46,64 +45,7 @@ export function toOutcome (value: unknown, move: Mover, outcome: Outcome): unkno
     outcome.kind = PayloadKind.Json
     outcome.value = value
   }
-  return outcome
-}
-
-/**
- * Says where a value holds something that cannot cross threads, or undefined.
- * Checked here because a value the pool fails to send kills the thread and
- * loses the reason; the walk allocates nothing unless it finds a problem.
- */
-export function uncloneable (value: unknown): string | undefined {
-  const path: string[] = []
-  const reason = find(value, path, undefined)
-  if (reason === undefined) return undefined
-  return path.length === 0 ? reason : `at ${path.reverse().join('')}: ${reason}`
-}
-
-function find (value: unknown, path: string[], seen: Set<object> | undefined): string | undefined {
-  const type = typeof value
-  if (type === 'function') return `a function (${(value as Function).name || 'anonymous'}) cannot be cloned`
-  if (type === 'symbol') return 'a symbol cannot be cloned'
-  if (type !== 'object' || value === null) return undefined
-  const obj = value as object
-  if (ArrayBuffer.isView(obj) || obj instanceof ArrayBuffer || obj instanceof Date || obj instanceof RegExp || obj instanceof Error) return undefined
-  if (obj instanceof Promise || obj instanceof WeakMap || obj instanceof WeakSet || obj instanceof WeakRef) {
-    return `a ${obj.constructor.name} cannot be cloned`
-  }
-  seen ??= new Set()
-  if (seen.has(obj)) return undefined
-  seen.add(obj)
-  if (Array.isArray(obj)) {
-    for (let i = 0; i < obj.length; i++) {
-      const reason = find(obj[i], path, seen)
-      if (reason !== undefined) {
-        path.push(`[${i}]`)
-        return reason
-      }
-    }
-    return undefined
-  }
-  if (obj instanceof Map || obj instanceof Set) {
-    for (const entry of obj) {
-      const reason = find(entry, path, seen)
-      if (reason !== undefined) {
-        path.push(` (in a ${obj.constructor.name})`)
-        return reason
-      }
-    }
-    return undefined
-  }
-  const record = obj as Record<string, unknown>
-  for (const key in record) {
-    if (!Object.hasOwn(record, key)) continue
-    const reason = find(record[key], path, seen)
-    if (reason !== undefined) {
-      path.push(`.${key}`)
-      return reason
-    }
-  }
-  return undefined
+  return transfer === undefined ? outcome : movable(move, outcome, transfer)
 }
 
 export function serializeError (err: unknown): SerializedError {

@@ -10,6 +10,8 @@
 export interface WorkerData {
   /** `Int32Array` over the slot table (see the layout below). */
   slots: SharedArrayBuffer
+  /** `Int32Array` of gauges the main thread keeps current for workers (GAUGE_*). */
+  gauges: SharedArrayBuffer
   /** Which pool runs this worker: only used to pick the right `move()` marker. */
   pool: 'piscina' | 'tinypool'
 }
@@ -41,6 +43,12 @@ export const SlotState = {
   TimedOut: 4
 } as const
 
+/** Gauge: background tasks waiting or promised a place in their queue. */
+export const GAUGE_BACKGROUND_QUEUED = 0
+/** Gauge: the `backgroundQueue` option. */
+export const GAUGE_BACKGROUND_LIMIT = 1
+export const GAUGE_INTS = 2
+
 /** A wall-clock time in ms, comparable across threads (unlike `performance.now()`). */
 export function now (): number {
   return performance.timeOrigin + performance.now()
@@ -60,6 +68,8 @@ export interface RequestSnapshot {
   query: unknown
   headers: Record<string, string | string[] | undefined>
   body: unknown
+  /** The body was a Buffer: the worker views the cloned Uint8Array as a Buffer again. */
+  bodyIsBuffer?: boolean
   ip: string
   hostname: string
   protocol: 'http' | 'https'
@@ -78,6 +88,15 @@ export interface RunTask {
   fn: string
   slot: number
   args: unknown[]
+  /** Indexes of arguments that were Buffers (they arrive as Uint8Arrays). */
+  buffers?: number[] | undefined
+}
+
+/** `reply.background(task, ...args)` called in a worker: the main thread runs it after the response. */
+export interface BackgroundCall {
+  fn: string
+  args: unknown[]
+  buffers?: number[]
 }
 
 /** Sent at `app.ready()`: load these modules and say which identities are missing. */
@@ -135,6 +154,8 @@ export interface Outcome {
   headers?: Record<string, string | number | string[]>
   /** Lines written with `request.log`, in order. */
   logs?: LogLine[]
+  /** Background tasks the handler asked for. */
+  background?: BackgroundCall[]
 }
 
 export interface CheckOutcome {

@@ -1,8 +1,11 @@
 // The request and reply a blocking handler receives in the worker. Both are
 // cheap to make: signal and log are only built when the handler reads them.
-import { serializeError, uncloneable } from './outcome.js'
+import { FST_BLOCKING_NOT_CLONEABLE, FST_BLOCKING_QUEUE_FULL } from '../lib/errors.js'
+import { definitionOf } from '../lib/define.js'
+import { copyBytes, uncloneable } from './clone.js'
+import { serializeError } from './outcome.js'
 import { createSignal } from './signal.js'
-import type { LogLine, Outcome, RequestSnapshot } from './protocol.js'
+import { GAUGE_BACKGROUND_LIMIT, GAUGE_BACKGROUND_QUEUED, type BackgroundCall, type LogLine, type Outcome, type RequestSnapshot } from './protocol.js'
 
 type Level = LogLine['level']
 const LEVELS: readonly Level[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal']
@@ -75,7 +78,7 @@ export class WorkerRequest {
     this.params = snapshot.params
     this.query = snapshot.query
     this.headers = snapshot.headers
-    this.body = snapshot.body
+    this.body = snapshot.bodyIsBuffer === true ? asBuffer(snapshot.body as Uint8Array) : snapshot.body
     this.ip = snapshot.ip
     this.hostname = snapshot.hostname
     this.protocol = snapshot.protocol
@@ -92,10 +95,43 @@ export class WorkerRequest {
   }
 }
 
+/** Buffers arrive as plain Uint8Arrays (structured clone drops their class): view them as Buffers again, without a copy. */
+export function asBuffer (bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+}
+
+/**
+ * Arguments of a background task called in a worker: checked now (an error at
+ * the call, not a silent drop later), bytes copied so that the caller keeps
+ * its own, and the copies transferred. Returns the indexes of Buffer arguments.
+ */
+export function prepareArgs (label: string, args: unknown[], transfer: ArrayBuffer[]): number[] | undefined {
+  const problem = uncloneable(args)
+  if (problem !== undefined) {
+    throw new FST_BLOCKING_NOT_CLONEABLE(`${label}: an argument cannot be sent to a worker: ${problem.replace(/^at \[(\d+)\]/, 'argument $1')}`)
+  }
+  let buffers: number[] | undefined
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]
+    if (ArrayBuffer.isView(arg) || arg instanceof ArrayBuffer) {
+      const copy = copyBytes(arg)
+      transfer.push(copy.buffer as ArrayBuffer)
+      if (Buffer.isBuffer(arg)) (buffers ??= []).push(i)
+      args[i] = arg instanceof ArrayBuffer ? copy.buffer : copy
+    }
+  }
+  return buffers
+}
+
 export class WorkerReply {
   #status: number | undefined = undefined
   #headers: Record<string, string | number | string[]> | undefined = undefined
+  #background: BackgroundCall[] | undefined = undefined
   readonly logs: LogLine[] = []
+  /** Buffers the outcome moves instead of copying. */
+  readonly transfer: ArrayBuffer[] = []
+
+  constructor (private readonly gauges: Int32Array) {}
 
   code (statusCode: number): this {
     if (!Number.isInteger(statusCode) || statusCode < 100 || statusCode > 599) {
@@ -129,8 +165,25 @@ export class WorkerReply {
     return this.header('location', url).code(statusCode)
   }
 
+  background (task: Function, ...args: unknown[]): this {
+    const definition = definitionOf(task)
+    if (definition === undefined) {
+      throw new TypeError('reply.background(task): task was not made with defineTask, so a worker cannot find it')
+    }
+    const label = `reply.background(${definition.name})`
+    if (Atomics.load(this.gauges, GAUGE_BACKGROUND_QUEUED) >= Atomics.load(this.gauges, GAUGE_BACKGROUND_LIMIT)) {
+      throw new FST_BLOCKING_QUEUE_FULL(`${label}: the background queue is full`)
+    }
+    const buffers = prepareArgs(label, args, this.transfer)
+    const call: BackgroundCall = { fn: definition.id, args }
+    if (buffers !== undefined) call.buffers = buffers
+    ;(this.#background ??= []).push(call)
+    return this
+  }
+
   /** Copies what the handler set onto the outcome. */
   finish (outcome: Outcome): Outcome {
+    if (this.#background !== undefined) outcome.background = this.#background
     if (this.#status !== undefined) outcome.status = this.#status
     if (this.#headers !== undefined) outcome.headers = this.#headers
     if (this.logs.length > 0) outcome.logs = this.logs

@@ -23,11 +23,12 @@ import {
   type Task,
   type WorkerData
 } from './protocol.js'
-import { WorkerReply, WorkerRequest } from './request.js'
+import { asBuffer, WorkerReply, WorkerRequest } from './request.js'
 
 // tinypool hands a worker [its own data, ours]; piscina hands ours as is.
 const data = (Array.isArray(workerData) ? workerData[1] : workerData) as WorkerData
 const state = new Int32Array(data.slots)
+const gauges = new Int32Array(data.gauges)
 const start = new Float64Array(data.slots)
 const move: Mover = data.pool === 'piscina'
   ? (await import('piscina')).move as Mover
@@ -59,7 +60,7 @@ function isThenable (value: unknown): value is PromiseLike<unknown> {
 
 function handle (task: HandleTask, fn: Function): unknown {
   if (!claim(task.slot)) return SKIPPED
-  const reply = new WorkerReply()
+  const reply = new WorkerReply(gauges)
   const request = new WorkerRequest(task.request, reply, state, task.slot)
   let result: unknown
   try {
@@ -67,20 +68,21 @@ function handle (task: HandleTask, fn: Function): unknown {
   } catch (err) {
     return errorOutcome(err, reply.logs.length > 0 ? reply.logs : undefined)
   }
+  const done = (value: unknown): unknown =>
+    toOutcome(value, move, reply.finish({ kind: PayloadKind.Empty }), reply.transfer.length > 0 ? reply.transfer : undefined)
   if (isThenable(result)) {
-    return Promise.resolve(result).then(
-      (value) => toOutcome(value, move, reply.finish({ kind: PayloadKind.Empty })),
-      (err: unknown) => errorOutcome(err, reply.logs.length > 0 ? reply.logs : undefined)
-    )
+    return Promise.resolve(result).then(done, (err: unknown) => errorOutcome(err, reply.logs.length > 0 ? reply.logs : undefined))
   }
-  return toOutcome(result, move, reply.finish({ kind: PayloadKind.Empty }))
+  return done(result)
 }
 
 function run (task: RunTask, fn: Function): unknown {
   if (!claim(task.slot)) return SKIPPED
+  const { args, buffers } = task
+  if (buffers !== undefined) for (const i of buffers) args[i] = asBuffer(args[i] as Uint8Array)
   let result: unknown
   try {
-    result = fn(...task.args)
+    result = fn(...args)
   } catch (err) {
     return errorOutcome(err, undefined)
   }

@@ -60,3 +60,14 @@ expectType<number>(app.blocking.stats().background.waitTime.p99)
 const err = new FST_BLOCKING_QUEUE_FULL('x')
 expectType<'FST_BLOCKING_QUEUE_FULL'>(err.code)
 expectType<503>(err.statusCode)
+
+// Background tasks, on the main thread and in a worker.
+app.get('/bg', async (request, reply) => {
+  expectType<typeof reply>(reply.background(audit, 'event', 2))
+  expectError(reply.background(audit, 'event'))
+  return 'ok'
+})
+export const withBackground = defineHandler(import.meta.url, (request, reply) => {
+  expectType<WorkerReply>(reply.background(audit, 'event', 2))
+  expectError(reply.background(audit, 2, 'event'))
+})

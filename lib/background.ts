@@ -1,0 +1,108 @@
+// Background tasks: `reply.background(task, ...args)`, on the main thread or
+// in a worker handler, runs `task` in the pool once the response has been
+// sent. Requests never wait behind them (the scheduler's background lane), and
+// none is lost silently: a task that fails or is dropped is logged by name
+// with the request's reqId.
+import type { FastifyBaseLogger, FastifyReply } from 'fastify'
+import type { Transferable } from 'node:worker_threads'
+import { definitionOf, lookup } from './define.js'
+import { FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_NOT_CLONEABLE } from './errors.js'
+import { payloadOf } from './route.js'
+import type { Scheduler } from './scheduler.js'
+import { ownBuffer, uncloneable } from '../workers/clone.js'
+import type { BackgroundCall, RunTask } from '../workers/protocol.js'
+
+const kPending = Symbol('fastify-blocking.background')
+
+interface Pending {
+  fn: string
+  name: string
+  args: unknown[]
+  buffers: number[] | undefined
+  log: FastifyBaseLogger
+}
+
+type ReplyWithPending = FastifyReply & { [kPending]?: Pending[] }
+
+/** The name a worker-made call is logged under: the task's own, if this thread has loaded its module. */
+function nameOfId (id: string): string {
+  const definition = definitionOf(lookup(id))
+  return definition?.name ?? id.slice(id.lastIndexOf('/') + 1)
+}
+
+export class Background {
+  constructor (private readonly scheduler: Scheduler, private readonly timeout: number) {}
+
+  /** `reply.background()` on the main thread: checked now, run after the response. */
+  call (reply: FastifyReply, task: unknown, args: unknown[]): void {
+    const definition = definitionOf(task)
+    if (definition === undefined) {
+      throw new FST_BLOCKING_HANDLER_NOT_DEFINED(
+        'reply.background(task): task was not made with defineTask, so a worker cannot find it'
+      )
+    }
+    const label = `reply.background(${definition.name})`
+    const problem = uncloneable(args)
+    if (problem !== undefined) {
+      throw new FST_BLOCKING_NOT_CLONEABLE(`${label}: an argument cannot be sent to a worker: ${problem}`)
+    }
+    let buffers: number[] | undefined
+    for (let i = 0; i < args.length; i++) if (Buffer.isBuffer(args[i])) (buffers ??= []).push(i)
+    this.scheduler.reserve(label)
+    this.attach(reply, { fn: definition.id, name: definition.name, args, buffers, log: reply.log })
+  }
+
+  /** Calls a worker handler made (already checked in the worker); a full queue now is logged, not thrown. */
+  fromWorker (reply: FastifyReply, calls: BackgroundCall[]): void {
+    for (const call of calls) {
+      const name = nameOfId(call.fn)
+      try {
+        this.scheduler.reserve(`reply.background(${name})`)
+      } catch (err) {
+        reply.log.error({ err, task: name }, `fastify-blocking: background task ${name} was dropped`)
+        continue
+      }
+      this.attach(reply, { fn: call.fn, name, args: call.args, buffers: call.buffers, log: reply.log })
+    }
+  }
+
+  private attach (reply: ReplyWithPending, pending: Pending): void {
+    let list = reply[kPending]
+    if (list === undefined) {
+      const tasks: Pending[] = []
+      list = tasks
+      reply[kPending] = tasks
+      // 'close' comes once the response is over: sent, or cut by the client.
+      reply.raw.once('close', () => {
+        for (const task of tasks) this.start(task)
+      })
+    }
+    list.push(pending)
+  }
+
+  private start (pending: Pending): void {
+    const { args, name, log } = pending
+    // Bytes that belong to the arguments alone are moved, not copied; a Buffer
+    // that shares its memory (Node's pool) is cloned.
+    let transferList: Transferable[] | undefined
+    for (const arg of args) {
+      const own = ownBuffer(arg)
+      if (own !== undefined && !(transferList ?? []).includes(own)) (transferList ??= []).push(own)
+    }
+    const task: RunTask = { type: 'blocking:run', fn: pending.fn, slot: -1, args, buffers: pending.buffers }
+    let entry
+    try {
+      entry = this.scheduler.submit({ task, lane: 'background', label: name, timeout: this.timeout, transferList }, true)
+    } catch (err) {
+      log.error({ err, task: name }, `fastify-blocking: background task ${name} was dropped`)
+      return
+    }
+    entry.promise.then(payloadOf).then(
+      () => log.debug({ task: name }, `fastify-blocking: background task ${name} done`),
+      (err: Error & { code?: string }) => {
+        const what = err.code === 'FST_BLOCKING_CLOSED' ? 'was dropped' : 'failed'
+        log.error({ err, task: name }, `fastify-blocking: background task ${name} ${what}`)
+      }
+    )
+  }
+}
