@@ -12,10 +12,35 @@ function machineLines (m) {
   ].join('\n')
 }
 
+/**
+ * The rounds a section counts: those no other process disturbed, when there
+ * are enough of them (3, or all that were asked for); else every round.
+ */
+function counted (result) {
+  const rounds = new Set(result.runs.map((r) => r.rep))
+  const clean = new Set(result.runs.filter((r) => r.disturbed !== true).map((r) => r.rep))
+  if (result.disturbedAbove === undefined) return { runs: result.runs, reps: rounds.size, note: plural(rounds.size, 'round') }
+  const limit = `other processes used more than ${result.disturbedAbove} cores during one of its runs`
+  if (clean.size === rounds.size) {
+    return { runs: result.runs, reps: rounds.size, note: `${plural(rounds.size, 'round')}, none disturbed (${limit.replace('used', 'never used').replace('during one of its runs', 'during a run')})` }
+  }
+  if (clean.size >= Math.min(3, result.reps)) {
+    return {
+      runs: result.runs.filter((r) => clean.has(r.rep)),
+      reps: clean.size,
+      note: `${plural(clean.size, 'round')} counted; ${plural(rounds.size - clean.size, 'more round')} set aside as disturbed (${limit})`
+    }
+  }
+  return { runs: result.runs, reps: rounds.size, note: `${plural(rounds.size, 'round')}, all counted although only ${clean.size} went undisturbed (a round is disturbed when ${limit})` }
+}
+
 export function render (latest) {
   if (latest.length === 0) return '# Benchmarks\n\nNo results yet: run `npm run bench`.\n'
   const newest = latest.reduce((a, b) => (a.result.date > b.result.date ? a : b)).result
-  const sections = latest.map(({ scenario, result }, i) => ({ scenario, result, letter: letters[i], ...scenario.render(result) }))
+  const sections = latest.map(({ scenario, result }, i) => {
+    const { runs, reps, note } = counted(result)
+    return { scenario, result, note, letter: letters[i], ...scenario.render({ ...result, runs, reps }) }
+  })
   const summary = sections.flatMap((s) => s.targets.map((t) => [`${s.letter}. ${s.scenario.title}`, t.what, t.goal, t.measured, t.pass ? '**PASS**' : '**MISS**']))
   const passed = summary.filter((row) => row[4] === '**PASS**').length
   return `# Benchmarks
@@ -57,6 +82,6 @@ How a run goes:
 ${sections.map((s) => `## ${s.letter}. ${s.scenario.title}
 
 Measured ${s.result.date.slice(0, 16).replace('T', ' ')} UTC with \`${s.result.command}\`
-(${plural(s.result.reps, 'round')}, ${s.result.warmup} s warmup + ${s.result.duration} s per run, ${s.result.threads} pool threads).
+(${s.result.warmup} s warmup + ${s.result.duration} s per run, ${s.result.threads} pool threads): ${s.note}.
 ${s.body}`).join('\n')}`
 }

@@ -41,6 +41,10 @@ const selected = positionals.length === 0 ? scenarios : scenarios.filter((s) => 
 
 const THREADS = 2
 const WORK_MS = 20
+/** A round in which other processes used more than this many cores (on average, in any of its runs) is disturbed. */
+const DISTURBED = 0.3
+/** Rounds run at most beyond --reps to make up for disturbed ones. */
+const EXTRA_ROUNDS = 2
 const reps = Number(flags.reps ?? (flags.quick ? 1 : 5))
 
 function log (line) {
@@ -83,21 +87,32 @@ for (const scenario of selected) {
     iterations,
     workMs: WORK_MS,
     log,
-    /** Measures each contender `reps` times, each time on a fresh server. */
+    /**
+     * Measures each contender once per round, each time on a fresh server,
+     * until `reps` rounds were undisturbed (see DISTURBED) or EXTRA_ROUNDS
+     * more were run.
+     */
     async rounds (contenders, measureOne) {
       const runs = []
-      for (let rep = 1; rep <= reps; rep++) {
+      let clean = 0
+      for (let rep = 1; clean < reps && rep <= reps + EXTRA_ROUNDS; rep++) {
         const order = rep % 2 === 1 ? contenders : [...contenders].reverse()
+        const round = []
         for (const contender of order) {
           const server = await startServer(serverFile, [contender, String(THREADS)], { env: { BENCH_ITERATIONS: String(iterations) } })
           try {
             const { summary, ...result } = await measureOne(server)
-            runs.push({ contender, rep, ...result })
-            log(`${scenario.id} round ${rep}/${reps} ${contender}: ${summary}`)
+            round.push({ contender, rep, ...result })
+            log(`${scenario.id} round ${rep} ${contender}: ${summary}, other processes ${result.cpu.other} cores`)
           } finally {
             await server.close()
           }
         }
+        const disturbed = round.some((r) => r.cpu.other > DISTURBED)
+        for (const r of round) r.disturbed = disturbed
+        if (disturbed) log(`${scenario.id} round ${rep} was disturbed: other processes used more than ${DISTURBED} cores`)
+        else clean++
+        runs.push(...round)
       }
       return runs
     }
@@ -115,6 +130,7 @@ for (const scenario of selected) {
     warmup,
     duration,
     threads: THREADS,
+    disturbedAbove: DISTURBED,
     ...result
   }
   writeFileSync(`${resultsDir}${scenario.id}.json`, JSON.stringify(record, null, 2) + '\n')

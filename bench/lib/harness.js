@@ -15,6 +15,10 @@ const probeFile = fileURLToPath(new URL('./probe.js', import.meta.url))
  */
 export async function startServer (file, args = [], { env } = {}) {
   const child = spawn(process.execPath, [file, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: { ...process.env, ...env } })
+  // Never leave a server behind, even when this process dies of an error.
+  const kill = () => child.kill('SIGKILL')
+  process.once('exit', kill)
+  child.once('exit', () => process.off('exit', kill))
   child.stdout.setEncoding('utf8')
   const url = await new Promise((resolve, reject) => {
     let out = ''

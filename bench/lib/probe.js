@@ -58,6 +58,7 @@ async function backToBack () {
 }
 
 let loop
+process.on('disconnect', () => process.exit(0)) // the parent is gone
 process.on('message', async (msg) => {
   if (msg === 'start') {
     running = true
