@@ -29,6 +29,7 @@ import { createPool } from './pools/adapter.js'
 import { Background } from './background.js'
 import { createBlockingHandler, kBlockingHandler, payloadOf, type BlockingRoute } from './route.js'
 import { Scheduler } from './scheduler.js'
+import { STREAMS_PER_THREAD } from './stream.js'
 import type {
   BlockingDecorator,
   BlockingHandler,
@@ -82,6 +83,7 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
   const options = resolveOptions(opts)
   const scheduler = new Scheduler({
     capacity: options.maxThreads,
+    concurrency: STREAMS_PER_THREAD + 1,
     maxQueue: options.maxQueue,
     backgroundQueue: options.backgroundQueue
   })
@@ -89,6 +91,7 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     maxThreads: options.maxThreads,
     minThreads: options.minThreads,
     idleTimeout: options.idleTimeout,
+    concurrency: STREAMS_PER_THREAD + 1,
     resourceLimits: options.resourceLimits,
     workerData: { slots: scheduler.slots, gauges: scheduler.gauges, pool: options.pool },
     onError: (err) => fastify.log.error({ err }, 'fastify-blocking: a worker thread failed while idle; it was replaced')
@@ -114,11 +117,7 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
       )
       return
     }
-    if (definition.generator) {
-      problems.push(`${label}: generator handlers (streaming) are not supported yet`)
-      return
-    }
-    const record: BlockingRoute = { fn: definition.id, label, url: route.url, options: routeOptions }
+    const record: BlockingRoute = { fn: definition.id, label, url: route.url, generator: definition.generator, options: routeOptions }
     routes.push(record)
     route.handler = createBlockingHandler(record, scheduler, background)
   })
@@ -153,6 +152,11 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
       if (definition === undefined) {
         return Promise.reject(new FST_BLOCKING_HANDLER_NOT_DEFINED(
           'app.blocking.run(fn): fn was not made with defineHandler or defineTask, so a worker cannot find it'
+        ))
+      }
+      if (definition.generator) {
+        return Promise.reject(new FST_BLOCKING_INVALID_OPTION(
+          `app.blocking.run(${definition.name}): a generator streams a response; use it as a route handler`
         ))
       }
       const task: RunTask = { type: 'blocking:run', fn: definition.id, slot: -1, args }

@@ -6,7 +6,8 @@ import { FST_BLOCKING_QUEUE_FULL } from './errors.js'
 import type { ResolvedRouteOptions } from './options.js'
 import type { Background } from './background.js'
 import type { Scheduler } from './scheduler.js'
-import { PayloadKind, type HandleTask, type LogLine, type Outcome, type SerializedError } from '../workers/protocol.js'
+import { startStream } from './stream.js'
+import { PayloadKind, type HandleTask, type LogLine, type Outcome, type RequestSnapshot, type SerializedError } from '../workers/protocol.js'
 
 /** Marks a handler this plugin made, so that a route seen twice (the automatic HEAD route) is not wrapped twice. */
 export const kBlockingHandler = Symbol('fastify-blocking.handler')
@@ -18,6 +19,8 @@ export interface BlockingRoute {
   label: string
   /** The route's pattern. */
   url: string
+  /** A generator handler: the response streams (stream.ts). */
+  generator: boolean
   options: ResolvedRouteOptions
 }
 
@@ -76,30 +79,30 @@ function deliver (request: FastifyRequest, reply: FastifyReply, outcome: Outcome
   return payloadOf(outcome)
 }
 
+/** The request as a worker sees it: plain data, cloned on the way. */
+export function snapshotOf (request: FastifyRequest, routeUrl: string): RequestSnapshot {
+  return {
+    id: request.id,
+    method: request.method,
+    url: request.url,
+    routeUrl,
+    params: request.params,
+    query: request.query,
+    headers: request.headers,
+    body: request.body,
+    bodyIsBuffer: Buffer.isBuffer(request.body),
+    ip: request.ip,
+    hostname: request.hostname,
+    protocol: request.protocol
+  }
+}
+
 export function createBlockingHandler (route: BlockingRoute, scheduler: Scheduler, background: Background) {
   const { fn, label, url } = route
   const { timeout } = route.options
   // A plain function, not an arrow: Fastify binds handlers to their encapsulated instance.
   function blockingHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
-    const task: HandleTask = {
-      type: 'blocking:handle',
-      fn,
-      slot: -1,
-      request: {
-        id: request.id,
-        method: request.method,
-        url: request.url,
-        routeUrl: url,
-        params: request.params,
-        query: request.query,
-        headers: request.headers,
-        body: request.body,
-        bodyIsBuffer: Buffer.isBuffer(request.body),
-        ip: request.ip,
-        hostname: request.hostname,
-        protocol: request.protocol
-      }
-    }
+    const task: HandleTask = { type: 'blocking:handle', fn, slot: -1, request: snapshotOf(request, url) }
     let entry: ReturnType<Scheduler['submit']>
     try {
       entry = scheduler.submit({ task, lane: 'request', label, timeout })
@@ -124,6 +127,10 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
       }
     )
   }
-  Object.defineProperty(blockingHandler, kBlockingHandler, { value: route })
-  return blockingHandler
+  function streamingHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+    return startStream(route, scheduler, background, request, reply)
+  }
+  const handler = route.generator ? streamingHandler : blockingHandler
+  Object.defineProperty(handler, kBlockingHandler, { value: route })
+  return handler
 }

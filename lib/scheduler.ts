@@ -43,6 +43,8 @@ export type SlottedTask = Exclude<Task, { type: 'blocking:check' }>
 export interface Job {
   readonly task: SlottedTask
   readonly lane: LaneName
+  /** A streaming handler: it holds a thread only while it produces (see pause/resume). */
+  readonly stream?: boolean
   /** What the task is, for errors and logs: `GET /route` or a task's name. */
   readonly label: string
   /** ms from the start of the run; 0 = none. */
@@ -61,6 +63,8 @@ class Entry {
   /** Set when the task timed out and its caller has already been answered. */
   answered = false
   timer: NodeJS.Timeout | undefined = undefined
+  /** A stream that waits for its client: it does not count against maxThreads. */
+  paused = false
   abort: AbortController | undefined = undefined
   promise!: Promise<Outcome>
   resolve!: (outcome: Outcome) => void
@@ -83,6 +87,16 @@ class Lane {
   push (entry: Entry): void {
     this.queue.push(entry)
     this.waiting++
+  }
+
+  /** The next waiting entry, left in the queue. */
+  peek (): Entry | undefined {
+    while (this.head < this.queue.length) {
+      const entry = this.queue[this.head]
+      if (entry !== undefined && entry.phase === Phase.Queued) return entry
+      this.queue[this.head++] = undefined
+    }
+    return undefined
   }
 
   shift (): Entry | undefined {
@@ -124,7 +138,10 @@ function record (h: RecordableHistogram, ms: number): void {
 }
 
 export interface SchedulerOptions {
+  /** Tasks that run at once: maxThreads. */
   capacity: number
+  /** Tasks a thread holds at once: one running, the rest streams waiting for their clients. */
+  concurrency: number
   maxQueue: number
   backgroundQueue: number
 }
@@ -138,6 +155,10 @@ export class Scheduler {
   private readonly state: Int32Array
   private readonly start: Float64Array
   private readonly free: number[] = []
+  /** Tasks counted against capacity: dispatched, minus streams paused for their clients. */
+  private active = 0
+  private streams = 0
+  private readonly maxStreams: number
   private readonly lanes: Record<LaneName, Lane>
   private pool: PoolAdapter | undefined
   private closing = false
@@ -147,10 +168,12 @@ export class Scheduler {
   private busyMs = 0
 
   constructor (readonly options: SchedulerOptions) {
-    this.slots = new SharedArrayBuffer(options.capacity * SLOT_INTS * Int32Array.BYTES_PER_ELEMENT)
+    const slots = options.capacity * options.concurrency
+    this.maxStreams = options.capacity * (options.concurrency - 1)
+    this.slots = new SharedArrayBuffer(slots * SLOT_INTS * Int32Array.BYTES_PER_ELEMENT)
     this.state = new Int32Array(this.slots)
     this.start = new Float64Array(this.slots)
-    for (let i = options.capacity - 1; i >= 0; i--) this.free.push(i)
+    for (let i = slots - 1; i >= 0; i--) this.free.push(i)
     this.lanes = {
       request: new Lane(options.maxQueue),
       background: new Lane(options.backgroundQueue)
@@ -210,7 +233,7 @@ export class Scheduler {
       entry.reject = reject
     })
     entry.enqueuedAt = now()
-    if (this.free.length > 0 && this.lanes.request.waiting === 0 && (job.lane === 'request' || lane.waiting === 0)) {
+    if (this.canDispatch(job) && this.lanes.request.waiting === 0 && (job.lane === 'request' || lane.waiting === 0)) {
       this.dispatch(entry)
     } else if (lane.waiting >= lane.limit && !reserved) {
       throw new FST_BLOCKING_QUEUE_FULL(`${lane.waiting} ${job.lane === 'request' ? 'requests' : 'background tasks'} are waiting`)
@@ -219,6 +242,25 @@ export class Scheduler {
       if (job.lane === 'background') this.publish()
     }
     return entry
+  }
+
+  private canDispatch (job: Job): boolean {
+    return this.active < this.options.capacity && this.free.length > 0 && (job.stream !== true || this.streams < this.maxStreams)
+  }
+
+  /** A stream has produced all its client allowed: it waits, and its thread may run other work. */
+  pause (entry: Entry): void {
+    if (entry.paused || entry.phase !== Phase.Running) return
+    entry.paused = true
+    this.active--
+    this.next()
+  }
+
+  /** Its client wants more: the stream counts against maxThreads again (briefly over it, at worst). */
+  resume (entry: Entry): void {
+    if (!entry.paused || entry.phase !== Phase.Running) return
+    entry.paused = false
+    this.active++
   }
 
   /**
@@ -235,8 +277,10 @@ export class Scheduler {
       this.maybeIdle()
     } else if (entry.phase === Phase.Running) {
       const i = entry.slot * SLOT_INTS + SLOT_STATE
-      if (Atomics.compareExchange(this.state, i, SlotState.Posted, SlotState.Cancelled) !== SlotState.Posted) {
-        Atomics.compareExchange(this.state, i, SlotState.Running, SlotState.Cancelled)
+      for (;;) {
+        const state = Atomics.load(this.state, i)
+        if (state !== SlotState.Posted && state !== SlotState.Running && state !== SlotState.Waiting) break
+        if (Atomics.compareExchange(this.state, i, state, SlotState.Cancelled) === state) break
       }
       Atomics.notify(this.state, i)
     }
@@ -251,6 +295,8 @@ export class Scheduler {
     entry.phase = Phase.Running
     entry.slot = slot
     entry.dispatchedAt = now()
+    this.active++
+    if (job.stream === true) this.streams++
     this.lanes[job.lane].running++
     record(this.lanes[job.lane].waitTime, entry.dispatchedAt - entry.enqueuedAt)
     Atomics.store(this.state, slot * SLOT_INTS + SLOT_STATE, SlotState.Posted)
@@ -278,8 +324,9 @@ export class Scheduler {
   private checkTimeout (entry: Entry): void {
     const { slot, job } = entry
     const state = Atomics.load(this.state, slot * SLOT_INTS + SLOT_STATE)
-    if (state === SlotState.Posted) {
-      // No thread has started it yet (one is booting): the clock has not started.
+    if (state === SlotState.Posted || state === SlotState.Waiting) {
+      // No thread has started it yet (one is booting), or it is a stream waiting
+      // for its client: the clock is not running.
       entry.timer = setTimeout(() => this.checkTimeout(entry), job.timeout)
       entry.timer.unref()
       return
@@ -316,6 +363,8 @@ export class Scheduler {
     Atomics.notify(this.state, slot * SLOT_INTS + SLOT_STATE)
     this.free.push(slot)
     entry.phase = Phase.Done
+    if (!entry.paused) this.active--
+    if (job.stream === true) this.streams--
     lane.running--
     if (!entry.answered) {
       if (err === undefined && outcome !== undefined && outcome.kind !== PayloadKind.Error) {
@@ -347,9 +396,11 @@ export class Scheduler {
   }
 
   private next (): void {
-    while (this.free.length > 0) {
-      const entry = this.lanes.request.shift() ?? this.lanes.background.shift()
-      if (entry === undefined) break
+    for (;;) {
+      const lane = this.lanes.request.waiting > 0 ? this.lanes.request : this.lanes.background
+      const entry = lane.peek()
+      if (entry === undefined || !this.canDispatch(entry.job)) break
+      lane.shift()
       this.dispatch(entry)
     }
     this.publish()

@@ -5,6 +5,7 @@
 // A task travels main -> worker as the argument of `pool.run()`; its outcome
 // travels back as the task's return value. Both are plain objects so that the
 // pools' own structured-clone path (the fastest one Node has) carries them.
+import type { MessagePort } from 'node:worker_threads'
 
 /** How a worker learns who it is and where its shared state lives. */
 export interface WorkerData {
@@ -40,7 +41,9 @@ export const SlotState = {
   /** The client went away: skip it if not started, abort `request.signal` if running. */
   Cancelled: 3,
   /** It ran past its timeout: abort `request.signal`; the thread is terminated soon after. */
-  TimedOut: 4
+  TimedOut: 4,
+  /** A stream waiting for its client to read: its timeout clock is stopped. */
+  Waiting: 5
 } as const
 
 /** Gauge: background tasks waiting or promised a place in their queue. */
@@ -105,7 +108,34 @@ export interface CheckTask {
   fns: string[]
 }
 
-export type Task = HandleTask | RunTask | CheckTask
+/** A generator handler: its chunks flow over `port`, paced by credits (see StreamMessage). */
+export interface StreamTask {
+  type: 'blocking:stream'
+  fn: string
+  slot: number
+  request: RequestSnapshot
+  port: MessagePort
+  /** Bytes the worker may send before it waits for more credit. */
+  highWaterMark: number
+}
+
+export type Task = HandleTask | RunTask | StreamTask | CheckTask
+
+/** Worker -> main, on a stream's port. */
+export type StreamMessage =
+  /** The first chunk carries the status and headers the handler set before its first yield. */
+  | { type: 'stream:chunk', chunk: Uint8Array, head?: Pick<Outcome, 'status' | 'headers'> }
+  /** The generator returned; `outcome` carries status and headers if no chunk came, and logs and background calls. */
+  | { type: 'stream:end', outcome: Outcome }
+  /** The generator threw (before or after its first chunk). */
+  | { type: 'stream:error', outcome: Outcome }
+
+/** Main -> worker, on a stream's port. */
+export type StreamControl =
+  /** The client read some: produce up to `credit` more bytes. */
+  | { type: 'stream:more', credit: number }
+  /** The client went away: run the generator's return() and end. */
+  | { type: 'stream:cancel' }
 
 // ---------------------------------------------------------------------------
 // Outcomes (worker -> main)

@@ -181,6 +181,14 @@ export class WorkerReply {
     return this
   }
 
+  /** The status and headers set so far (a stream's, at its first chunk). */
+  head (): Pick<Outcome, 'status' | 'headers'> {
+    const head: Pick<Outcome, 'status' | 'headers'> = {}
+    if (this.#status !== undefined) head.status = this.#status
+    if (this.#headers !== undefined) head.headers = this.#headers
+    return head
+  }
+
   /** Copies what the handler set onto the outcome. */
   finish (outcome: Outcome): Outcome {
     if (this.#background !== undefined) outcome.background = this.#background

@@ -20,10 +20,12 @@ import {
   type HandleTask,
   type Outcome,
   type RunTask,
+  type StreamTask,
   type Task,
   type WorkerData
 } from './protocol.js'
 import { asBuffer, WorkerReply, WorkerRequest } from './request.js'
+import { runStream } from './stream.js'
 
 // tinypool hands a worker [its own data, ours]; piscina hands ours as is.
 const data = (Array.isArray(workerData) ? workerData[1] : workerData) as WorkerData
@@ -107,14 +109,24 @@ async function check (task: CheckTask): Promise<CheckOutcome> {
   return { missing }
 }
 
-function dispatch (task: HandleTask | RunTask, fn: Function): unknown {
-  return task.type === 'blocking:handle' ? handle(task, fn) : run(task, fn)
+function dispatch (task: HandleTask | RunTask | StreamTask, fn: Function): unknown {
+  switch (task.type) {
+    case 'blocking:handle': return handle(task, fn)
+    case 'blocking:run': return run(task, fn)
+    case 'blocking:stream':
+      if (!claim(task.slot)) {
+        task.port.close()
+        return SKIPPED
+      }
+      return runStream(task, fn, state, start, gauges)
+  }
 }
 
 export default function onTask (task: Task): unknown {
   switch (task.type) {
     case 'blocking:handle':
-    case 'blocking:run': {
+    case 'blocking:run':
+    case 'blocking:stream': {
       let fn: Function | Promise<Function>
       try {
         fn = resolve(task.fn)

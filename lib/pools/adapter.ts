@@ -8,6 +8,8 @@ export interface PoolConfig {
   maxThreads: number
   minThreads: number | undefined
   idleTimeout: number
+  /** Tasks a thread holds at once. */
+  concurrency: number
   resourceLimits: Record<string, number | undefined>
   workerData: WorkerData
   /** An error the pool raised outside any task (a thread that died while idle). */

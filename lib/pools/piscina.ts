@@ -10,7 +10,8 @@ export function create (config: PoolConfig): PoolAdapter {
     idleTimeout: config.idleTimeout,
     resourceLimits: config.resourceLimits,
     workerData: config.workerData,
-    concurrentTasksPerWorker: 1,
+    // One running task plus streams waiting for their clients (lib/stream.ts).
+    concurrentTasksPerWorker: config.concurrency,
     // Timing histograms cost a little per task; we measure waits and runs ourselves.
     recordTiming: false
   })

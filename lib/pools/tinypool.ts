@@ -15,7 +15,9 @@ export function create (config: PoolConfig): PoolAdapter {
     ...(config.minThreads === undefined ? {} : { minThreads: config.minThreads }),
     idleTimeout: config.idleTimeout,
     resourceLimits: config.resourceLimits,
-    workerData: config.workerData
+    workerData: config.workerData,
+    // One running task plus streams waiting for their clients (lib/stream.ts).
+    concurrentTasksPerWorker: config.concurrency
   })
   pool.on('error', config.onError)
 

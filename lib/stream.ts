@@ -1,0 +1,148 @@
+// The main-thread half of a streaming handler (a generator function): a
+// Readable that Fastify sends, fed by the worker over the task's port, with
+// credit granted as the client reads (the worker half is workers/stream.ts).
+//
+// Bytes in flight per stream stay near `highWaterMark`: the Readable buffers
+// at most that much, and the worker may send at most that much more. A stream
+// whose credit is spent waits for its client without holding a thread's
+// place (scheduler pause/resume); each thread holds up to STREAMS_PER_THREAD
+// such waiting streams besides the task it runs.
+import { Readable } from 'node:stream'
+import { MessageChannel } from 'node:worker_threads'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { Background } from './background.js'
+import { reviveError, snapshotOf, writeLogs, type BlockingRoute } from './route.js'
+import type { Scheduler } from './scheduler.js'
+import { PayloadKind, type Outcome, type SerializedError, type StreamMessage, type StreamTask } from '../workers/protocol.js'
+
+/** Streams a thread holds while they wait for their clients, besides the task it runs. */
+export const STREAMS_PER_THREAD = 16
+
+function applyHead (reply: FastifyReply, head: Pick<Outcome, 'status' | 'headers'> | undefined): void {
+  if (head?.status !== undefined) reply.code(head.status)
+  if (head?.headers !== undefined) reply.headers(head.headers)
+}
+
+export function startStream (
+  route: BlockingRoute,
+  scheduler: Scheduler,
+  background: Background,
+  request: FastifyRequest,
+  reply: FastifyReply
+): Promise<unknown> {
+  const highWaterMark = route.options.highWaterMark
+  const { port1: port, port2 } = new MessageChannel()
+  const task: StreamTask = {
+    type: 'blocking:stream',
+    fn: route.fn,
+    slot: -1,
+    request: snapshotOf(request, route.url),
+    port: port2,
+    highWaterMark
+  }
+  let entry: ReturnType<Scheduler['submit']>
+  try {
+    entry = scheduler.submit({ task, lane: 'request', label: route.label, timeout: route.options.timeout, transferList: [port2], stream: true })
+  } catch (err) {
+    port.close()
+    port2.close()
+    return Promise.reject(err)
+  }
+
+  return new Promise((resolve, reject) => {
+    const raw = reply.raw
+    let body: Readable | undefined
+    let finished = false
+    // Bytes the worker may send (granted) against bytes it sent (received).
+    let granted = highWaterMark
+    let received = 0
+
+    const finish = (): void => {
+      finished = true
+      raw.removeListener('close', onClose)
+      port.close()
+    }
+    /** Before the first chunk, an error goes to the error handler; after it, it cuts the response. */
+    const fail = (err: Error): void => {
+      if (finished) return
+      finish()
+      if (body === undefined) {
+        reject(err)
+      } else {
+        // Headers are gone: the error handler cannot answer. Cut the response
+        // (the client sees no clean end) and say why, with the worker's stack.
+        request.log.error({ err }, `fastify-blocking: ${route.label} failed after its first chunk; the response was cut`)
+        body.destroy(err)
+      }
+    }
+    // Called by the Readable when its reader wants more (its buffer is below,
+    // or about to fall below, highWaterMark): the worker may then send up to
+    // highWaterMark beyond what it still owes. So the Readable's buffer and
+    // the bytes in flight each stay within highWaterMark.
+    const grant = (): void => {
+      if (finished || body === undefined) return
+      const credit = highWaterMark - (granted - received)
+      if (credit <= 0) return
+      granted += credit
+      port.postMessage({ type: 'stream:more', credit })
+      scheduler.resume(entry)
+    }
+    const onClose = (): void => {
+      if (finished || raw.writableFinished) return
+      // The client went away: the generator's return() runs in the worker.
+      finish()
+      scheduler.cancel(entry)
+      // port.close() above drops undelivered messages; the slot state tells the worker.
+      body?.destroy()
+      resolve(undefined)
+    }
+    raw.once('close', onClose)
+
+    port.on('message', (message: StreamMessage) => {
+      if (finished) return
+      switch (message.type) {
+        case 'stream:chunk': {
+          const { chunk } = message
+          received += chunk.byteLength
+          if (body === undefined) {
+            body = new Readable({ highWaterMark, read: grant })
+            applyHead(reply, message.head)
+            resolve(body)
+          }
+          // A view over the transferred buffer: no copy.
+          body.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))
+          if (granted - received <= 0) scheduler.pause(entry)
+          break
+        }
+        case 'stream:end': {
+          const { outcome } = message
+          if (outcome.logs !== undefined) writeLogs(request.log, outcome.logs)
+          if (outcome.background !== undefined) background.fromWorker(reply, outcome.background)
+          finish()
+          if (body === undefined) {
+            applyHead(reply, outcome)
+            resolve(undefined)
+          } else {
+            body.push(null)
+          }
+          break
+        }
+        case 'stream:error': {
+          const { outcome } = message
+          if (outcome.logs !== undefined) writeLogs(request.log, outcome.logs)
+          fail(reviveError(outcome.value as SerializedError))
+          break
+        }
+        default:
+          // An unknown message is a bug on one side: end the stream loudly.
+          fail(new Error(`fastify-blocking stream: unknown message ${JSON.stringify((message as { type?: unknown }).type)}`))
+      }
+    })
+
+    entry.promise.then((outcome) => {
+      // The task ends after its last message was posted; a task that failed
+      // before streaming (its module did not load) ends with an error outcome.
+      if (outcome.kind === PayloadKind.Error) fail(reviveError(outcome.value as SerializedError))
+    }, fail)
+  })
+}
