@@ -75,7 +75,11 @@ The route returns \`{ ok: true }\`; every pool has the same ${threads} threads.
 *Under load*: ${settings.connections} autocannon connections for ${duration} s (req/s, and the latency
 of every response at full precision). *Unloaded*: right after, one connection sends requests back
 to back for ${settings.unloadedSeconds} s with nothing else running; its p50 minus inline's p50 in
-the same round is the time a request spends crossing to a worker and back.
+the same round is the time a request spends crossing to a worker and back. On this VM these figures
+are bimodal: a wake-up on the other vCPU costs some 50 µs more than on the same one (inline, pinned
+with \`taskset\`: about 55 µs with the probe on the server's vCPU, 125 µs on the other), and where
+each process runs is the scheduler's choice. Pinning everything to one vCPU made the pools'
+figures worse and less stable (up to 400 µs), so the phase is not pinned; read the ranges.
 Median of ${plural(reps, 'run')} per contender, with the range (min–max) in brackets.
 
 ${table(['contender', 'req/s', 'p50 ms', 'p99 ms', 'unloaded p50 µs', 'unloaded p99 µs'], rows)}

@@ -23,8 +23,9 @@ try {
 const row = (cells) => '  ' + cells.map((c, i) => (i === 0 ? c.padEnd(16) : c.padStart(12))).join('')
 console.log('\n' + row(['route', '/ping p50', '/ping p99', 'hash req/s']))
 for (const route of routes) {
-  const { ping, requestsPerSec } = results[route]
-  console.log(row([route, `${num(ping.p50)} ms`, `${num(ping.p99)} ms`, num(requestsPerSec)]))
+  const { ping, requestsPerSec, errors, non2xx } = results[route]
+  const failed = errors + non2xx > 0 ? `   (${errors + non2xx} requests failed)` : ''
+  console.log(row([route, `${num(ping.p50)} ms`, `${num(ping.p99)} ms`, num(requestsPerSec)]) + failed)
 }
 
 const inline = results['/hash/inline']
