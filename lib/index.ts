@@ -11,6 +11,7 @@ import type {
   FastifyInstance,
   FastifyPluginAsync,
   FastifyReply,
+  FastifyRequest,
   FastifySchema,
   FastifyTypeProvider,
   FastifyTypeProviderDefault,
@@ -27,6 +28,7 @@ import { errors, FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_INVALID_OPTION, 
 import { resolveOptions, resolveRouteOptions } from './options.js'
 import { createPool } from './pools/adapter.js'
 import { Background } from './background.js'
+import { interceptMultipart, readMultipart, registerParser } from './multipart.js'
 import { createBlockingHandler, kBlockingHandler, payloadOf, type BlockingRoute } from './route.js'
 import { Scheduler } from './scheduler.js'
 import { STREAMS_PER_THREAD } from './stream.js'
@@ -36,7 +38,9 @@ import type {
   BlockingPluginOptions,
   BlockingRouteOptions,
   BlockingStats,
-  BlockingTask
+  BlockingTask,
+  ReadMultipartOptions,
+  ReadMultipartResult
 } from './types.js'
 import type { CheckOutcome, RunTask } from '../workers/protocol.js'
 
@@ -102,13 +106,22 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
   const routes: BlockingRoute[] = []
   const problems: string[] = []
 
-  fastify.addHook('onRoute', (route) => {
+  registerParser(fastify)
+  fastify.addHook('onRoute', function (route) {
     const handler = route.handler as Function & { [kBlockingHandler]?: BlockingRoute }
     if (handler[kBlockingHandler] !== undefined) return
     const label = routeLabel(route)
     const given = (route as { blocking?: unknown }).blocking ?? (route.config as { blocking?: unknown } | undefined)?.blocking
     const routeOptions = resolveRouteOptions(label, given, options)
-    if (routeOptions === undefined) return
+    if (routeOptions === undefined) {
+      // request.readMultipart() needs the body unread: where @fastify/multipart
+      // does not leave it so, routes that can carry a body get our parser.
+      const methods = Array.isArray(route.method) ? route.method : [route.method]
+      if (methods.some((m) => m !== 'GET' && m !== 'HEAD' && m !== 'OPTIONS')) {
+        interceptMultipart(route, !this.hasContentTypeParser('multipart/form-data'))
+      }
+      return
+    }
     const definition = definitionOf(handler)
     if (definition === undefined) {
       problems.push(
@@ -119,6 +132,7 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     }
     const record: BlockingRoute = { fn: definition.id, label, url: route.url, generator: definition.generator, options: routeOptions }
     routes.push(record)
+    if (!definition.generator) interceptMultipart(route, true)
     route.handler = createBlockingHandler(record, scheduler, background)
   })
 
@@ -173,6 +187,9 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     }
   }
   fastify.decorate('blocking', decorator)
+  fastify.decorateRequest('readMultipart', function (this: FastifyRequest, readOptions?: ReadMultipartOptions) {
+    return readMultipart(this, scheduler, options, readOptions)
+  })
   fastify.decorateReply('background', function (this: FastifyReply, task: unknown, ...args: unknown[]) {
     background.call(this, task, args)
     return this
@@ -204,6 +221,11 @@ declare module 'fastify' {
   interface FastifyReply {
     /** Runs `task` (made with defineTask) in the pool once the response has been sent. */
     background<A extends unknown[]> (task: BlockingTask<A>, ...args: A): FastifyReply
+  }
+
+  interface FastifyRequest {
+    /** Parses this request's multipart body in the pool; spooled files are deleted once the response has been sent. */
+    readMultipart (options?: ReadMultipartOptions): Promise<ReadMultipartResult>
   }
 
   interface FastifyContextConfig {

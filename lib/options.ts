@@ -22,6 +22,7 @@ export interface ResolvedRouteOptions {
   timeout: number
   highWaterMark: number
   multipartLimits: MultipartLimits
+  spoolThreshold: number
 }
 
 const LIMIT_NAMES = ['fieldNameSize', 'fieldSize', 'fields', 'fileSize', 'files', 'parts', 'headerPairs'] as const
@@ -29,6 +30,14 @@ export const DEFAULT_MULTIPART_LIMITS: MultipartLimits = { fileSize: 1_048_576 }
 
 function invalid (message: string): Error {
   return new FST_BLOCKING_INVALID_OPTION(message)
+}
+
+export function resolveInteger (name: string, value: unknown): number {
+  return integer(name, value, 0, 0)
+}
+
+export function resolveLimits (name: string, value: unknown): MultipartLimits {
+  return limits(name, value)
 }
 
 function integer (name: string, value: unknown, fallback: number, min: number): number {
@@ -111,6 +120,7 @@ export function resolveRouteOptions (
   return {
     timeout: integer('blocking.timeout', given.timeout, plugin.taskTimeout, 0),
     highWaterMark: integer('blocking.highWaterMark', given.highWaterMark, 65_536, 1),
-    multipartLimits: { ...plugin.multipart.limits, ...limits('blocking.multipart.limits', multipart.limits) }
+    multipartLimits: { ...plugin.multipart.limits, ...limits('blocking.multipart.limits', multipart.limits) },
+    spoolThreshold: plugin.multipart.spoolThreshold
   }
 }

@@ -7,6 +7,7 @@ import type { ResolvedRouteOptions } from './options.js'
 import type { Background } from './background.js'
 import type { Scheduler } from './scheduler.js'
 import { startStream } from './stream.js'
+import { closeAfterLimit, multipartBody, startUpload, type Upload } from './multipart.js'
 import { PayloadKind, type HandleTask, type LogLine, type Outcome, type RequestSnapshot, type SerializedError } from '../workers/protocol.js'
 
 /** Marks a handler this plugin made, so that a route seen twice (the automatic HEAD route) is not wrapped twice. */
@@ -103,26 +104,57 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
   // A plain function, not an arrow: Fastify binds handlers to their encapsulated instance.
   function blockingHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
     const task: HandleTask = { type: 'blocking:handle', fn, slot: -1, request: snapshotOf(request, url) }
+    // A multipart body is parsed in the worker: only its bytes pass through here.
+    const multipart = multipartBody(request)
+    let upload: Upload | undefined
+    if (multipart !== undefined) {
+      upload = startUpload(multipart.body, multipart.contentType, route.options.multipartLimits, route.options.spoolThreshold)
+      task.upload = upload.spec
+    }
     let entry: ReturnType<Scheduler['submit']>
     try {
-      entry = scheduler.submit({ task, lane: 'request', label, timeout })
+      entry = scheduler.submit({ task, lane: 'request', label, timeout, transferList: upload === undefined ? undefined : [upload.spec.port] })
     } catch (err) {
       if (err instanceof FST_BLOCKING_QUEUE_FULL) reply.header('retry-after', scheduler.retryAfter())
+      void upload?.cleanup()
       return Promise.reject(err)
     }
     const raw = reply.raw
     // The client went away: a queued task is dropped, a running one sees request.signal abort.
     const onClose = (): void => {
-      if (!raw.writableFinished) scheduler.cancel(entry)
+      if (raw.writableFinished) return
+      scheduler.cancel(entry)
+      // Ends the worker's parse: its port closes.
+      void upload?.cleanup()
     }
     raw.once('close', onClose)
+    if (upload === undefined) {
+      return entry.promise.then(
+        (outcome) => {
+          raw.removeListener('close', onClose)
+          return deliver(request, reply, outcome, background)
+        },
+        (err: unknown) => {
+          raw.removeListener('close', onClose)
+          throw err
+        }
+      )
+    }
+    const { cleanup } = upload
     return entry.promise.then(
-      (outcome) => {
+      async (outcome) => {
         raw.removeListener('close', onClose)
-        return deliver(request, reply, outcome, background)
+        await cleanup()
+        try {
+          return deliver(request, reply, outcome, background)
+        } catch (err) {
+          closeAfterLimit(reply, err)
+          throw err
+        }
       },
-      (err: unknown) => {
+      async (err: unknown) => {
         raw.removeListener('close', onClose)
+        await cleanup()
         throw err
       }
     )

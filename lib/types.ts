@@ -138,3 +138,15 @@ export interface BlockingDecorator {
   run<A extends unknown[], R> (fn: (...args: A) => R, ...args: A): Promise<Awaited<R>>
   stats (): BlockingStats
 }
+
+export interface ReadMultipartOptions {
+  limits?: MultipartLimits
+  /** Files larger than this many bytes are spooled to a temporary file. */
+  spoolThreshold?: number
+}
+
+export interface ReadMultipartResult {
+  /** Field values by name; a repeated name gives an array. */
+  fields: Record<string, string | string[]>
+  files: WorkerFile[]
+}

@@ -84,7 +84,51 @@ export interface HandleTask {
   fn: string
   slot: number
   request: RequestSnapshot
+  /** A multipart body, parsed in the worker before the handler runs. */
+  upload?: UploadSpec
 }
+
+/** `request.readMultipart()`: parse a multipart body and send back fields and files. */
+export interface ParseTask {
+  type: 'blocking:parse'
+  slot: number
+  upload: UploadSpec
+}
+
+/** Limits named as in @fastify/multipart (and busboy). */
+export interface UploadLimits {
+  fieldNameSize?: number
+  fieldSize?: number
+  fields?: number
+  fileSize?: number
+  files?: number
+  parts?: number
+  headerPairs?: number
+}
+
+/** How a multipart body reaches a worker: its bytes over `port`, paced by credits. */
+export interface UploadSpec {
+  port: MessagePort
+  contentType: string
+  limits: UploadLimits
+  spoolThreshold: number
+}
+
+/** Main -> worker, on an upload's port. */
+export type UploadMessage =
+  | { type: 'upload:chunk', chunk: Uint8Array }
+  | { type: 'upload:end' }
+  /** The client went away mid-body. */
+  | { type: 'upload:abort' }
+
+/** Worker -> main, on an upload's port. */
+export type UploadControl =
+  /** The parser took `credit` bytes: send as much more. */
+  | { type: 'upload:more', credit: number }
+  /** A file is being spooled here: the main thread deletes it if the thread dies. */
+  | { type: 'upload:spooled', path: string }
+  /** A limit was hit or the body is malformed: stop sending. */
+  | { type: 'upload:stop' }
 
 export interface RunTask {
   type: 'blocking:run'
@@ -117,9 +161,10 @@ export interface StreamTask {
   port: MessagePort
   /** Bytes the worker may send before it waits for more credit. */
   highWaterMark: number
+  upload?: UploadSpec
 }
 
-export type Task = HandleTask | RunTask | StreamTask | CheckTask
+export type Task = HandleTask | RunTask | StreamTask | ParseTask | CheckTask
 
 /** Worker -> main, on a stream's port. */
 export type StreamMessage =

@@ -62,7 +62,7 @@ export class WorkerRequest {
   readonly params: unknown
   readonly query: unknown
   readonly headers: RequestSnapshot['headers']
-  readonly body: unknown
+  body: unknown
   readonly ip: string
   readonly hostname: string
   readonly protocol: 'http' | 'https'

@@ -19,13 +19,17 @@ import {
   type CheckTask,
   type HandleTask,
   type Outcome,
+  type ParseTask,
   type RunTask,
+  type UploadSpec,
   type StreamTask,
   type Task,
   type WorkerData
 } from './protocol.js'
 import { asBuffer, WorkerReply, WorkerRequest } from './request.js'
 import { runStream } from './stream.js'
+import { parseUpload, removeSpooled, type ParsedUpload } from './multipart.js'
+import { copyBytes } from './clone.js'
 
 // tinypool hands a worker [its own data, ours]; piscina hands ours as is.
 const data = (Array.isArray(workerData) ? workerData[1] : workerData) as WorkerData
@@ -61,9 +65,21 @@ function isThenable (value: unknown): value is PromiseLike<unknown> {
 }
 
 function handle (task: HandleTask, fn: Function): unknown {
-  if (!claim(task.slot)) return SKIPPED
+  if (!claim(task.slot)) {
+    task.upload?.port.close()
+    return SKIPPED
+  }
+  if (task.upload !== undefined) return handleUpload(task, task.upload, fn)
+  return invoke(task, fn, undefined)
+}
+
+function invoke (task: HandleTask, fn: Function, upload: ParsedUpload | undefined): unknown {
   const reply = new WorkerReply(gauges)
   const request = new WorkerRequest(task.request, reply, state, task.slot)
+  if (upload !== undefined) {
+    request.body = upload.fields
+    request.files = upload.files
+  }
   let result: unknown
   try {
     result = fn(request, reply)
@@ -76,6 +92,43 @@ function handle (task: HandleTask, fn: Function): unknown {
     return Promise.resolve(result).then(done, (err: unknown) => errorOutcome(err, reply.logs.length > 0 ? reply.logs : undefined))
   }
   return done(result)
+}
+
+/** Parses the body, runs the handler, and deletes spooled files once it is done, whatever happened. */
+async function handleUpload (task: HandleTask, spec: UploadSpec, fn: Function): Promise<unknown> {
+  let upload: ParsedUpload
+  try {
+    upload = await parseUpload(spec)
+  } catch (err) {
+    return errorOutcome(err, undefined)
+  }
+  try {
+    return await invoke(task, fn, upload)
+  } finally {
+    await removeSpooled(upload.spooled)
+  }
+}
+
+/** request.readMultipart(): fields and files go back; spooled files stay until the main thread deletes them. */
+async function parse (task: ParseTask): Promise<unknown> {
+  if (!claim(task.slot)) {
+    task.upload.port.close()
+    return SKIPPED
+  }
+  try {
+    const { fields, files } = await parseUpload(task.upload)
+    const transfer: ArrayBuffer[] = []
+    for (const file of files) {
+      if (file.buffer !== undefined) {
+        const copy = copyBytes(file.buffer)
+        transfer.push(copy.buffer as ArrayBuffer)
+        file.buffer = copy as Buffer
+      }
+    }
+    return toOutcome({ fields, files }, move, { kind: PayloadKind.Empty }, transfer.length > 0 ? transfer : undefined)
+  } catch (err) {
+    return errorOutcome(err, undefined)
+  }
 }
 
 function run (task: RunTask, fn: Function): unknown {
@@ -136,6 +189,8 @@ export default function onTask (task: Task): unknown {
       if (typeof fn === 'function') return dispatch(task, fn)
       return fn.then((loaded) => dispatch(task, loaded), (err: unknown) => errorOutcome(err, undefined))
     }
+    case 'blocking:parse':
+      return parse(task)
     case 'blocking:check':
       return check(task)
     default:

@@ -71,3 +71,16 @@ export const withBackground = defineHandler(import.meta.url, (request, reply) =>
   expectType<WorkerReply>(reply.background(audit, 'event', 2))
   expectError(reply.background(audit, 2, 'event'))
 })
+
+// Multipart, parsed off the main thread for an async route.
+app.post('/upload', async (request) => {
+  const { fields, files } = await request.readMultipart({ limits: { fileSize: 1000 } })
+  expectType<string | string[] | undefined>(fields.name)
+  expectType<number>(files[0]!.size)
+  expectType<Buffer | undefined>(files[0]!.buffer)
+  expectError(request.readMultipart({ limits: { fileSizes: 1 } }))
+  return 'ok'
+})
+export const upload = defineHandler(import.meta.url, (request) => {
+  expectType<string | undefined>(request.files?.[0]?.path)
+})

@@ -1,0 +1,227 @@
+// The main-thread half of multipart uploads: the body is not parsed here. Its
+// bytes are moved to the worker that parses them (workers/multipart.ts), with
+// no copy when a chunk owns its memory and no promise per chunk; the worker's
+// credits pause the socket when it falls behind.
+//
+// Fastify needs a content-type parser before a handler runs, and
+// @fastify/multipart may or may not own `multipart/form-data`. So a route that
+// parses in the pool renames the request's content type in onRequest to a
+// private one whose parser leaves the body unread, and restores it in
+// preValidation: no parser of anyone else's is touched.
+import { unlink } from 'node:fs/promises'
+import type { IncomingMessage } from 'node:http'
+import type { Readable } from 'node:stream'
+import { MessageChannel } from 'node:worker_threads'
+import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler, preValidationHookHandler } from 'fastify'
+import { FST_BLOCKING_MULTIPART_INVALID } from './errors.js'
+import { resolveInteger, resolveLimits, type ResolvedOptions } from './options.js'
+import { payloadOf } from './route.js'
+import type { Scheduler } from './scheduler.js'
+import type { ReadMultipartOptions, ReadMultipartResult } from './types.js'
+import { copyBytes, ownBuffer } from '../workers/clone.js'
+import type { ParseTask, UploadControl, UploadLimits, UploadMessage, UploadSpec } from '../workers/protocol.js'
+
+const PRIVATE_TYPE = 'application/x-fastify-blocking-multipart'
+/** Bytes of a body in flight to the worker before it grants more. */
+export const UPLOAD_HIGH_WATER_MARK = 1_048_576
+
+const kContentType = Symbol('fastify-blocking.content-type')
+const kBody = Symbol('fastify-blocking.body')
+const kReply = Symbol('fastify-blocking.reply')
+
+type UploadRequest = FastifyRequest & { [kContentType]?: string, [kBody]?: Readable, [kReply]?: FastifyReply }
+
+function isMultipart (contentType: string | undefined): contentType is string {
+  return contentType !== undefined && /^multipart\/form-data\b/i.test(contentType)
+}
+
+/** The private parser: leaves the body unread for the worker. */
+export function registerParser (fastify: FastifyInstance): void {
+  fastify.addContentTypeParser(PRIVATE_TYPE, (request, payload, done) => {
+    (request as UploadRequest)[kBody] = payload
+    done(null, undefined)
+  })
+}
+
+const renameContentType: onRequestHookHandler = function (request, reply, done) {
+  const contentType = request.headers['content-type']
+  if (isMultipart(contentType)) {
+    (request as UploadRequest)[kContentType] = contentType;
+    (request as UploadRequest)[kReply] = reply
+    request.headers['content-type'] = PRIVATE_TYPE
+  }
+  done()
+}
+
+/** Where @fastify/multipart parses a route's body, only remember the reply (readMultipart cleans up on its close). */
+const rememberReply: onRequestHookHandler = function (request, reply, done) {
+  if (isMultipart(request.headers['content-type'])) (request as UploadRequest)[kReply] = reply
+  done()
+}
+
+const restoreContentType: preValidationHookHandler = function (request, reply, done) {
+  const original = (request as UploadRequest)[kContentType]
+  if (original !== undefined) request.headers['content-type'] = original
+  done()
+}
+
+/**
+ * Adds the rename and restore hooks to a route's own hooks, first, so that no
+ * other hook sees the private type. With `rename` false (a route whose body
+ * @fastify/multipart parses) the type is left alone.
+ */
+export function interceptMultipart (route: { onRequest?: unknown, preValidation?: unknown }, rename: boolean): void {
+  const prepend = (existing: unknown, hook: Function): Function[] =>
+    existing === undefined ? [hook] : Array.isArray(existing) ? [hook, ...existing] : [hook, existing as Function]
+  route.onRequest = prepend(route.onRequest, rename ? renameContentType : rememberReply)
+  if (rename) route.preValidation = prepend(route.preValidation, restoreContentType)
+}
+
+/** The unread multipart body of a request, if it has one. */
+export function multipartBody (request: FastifyRequest): { body: Readable, contentType: string } | undefined {
+  const r = request as UploadRequest
+  const contentType = r[kContentType] ?? request.headers['content-type']
+  if (!isMultipart(contentType)) return undefined
+  // Ours when the route renamed the type; otherwise @fastify/multipart's parser left request.raw unread.
+  const body: Readable = r[kBody] ?? (request.raw as IncomingMessage)
+  if (body.readableEnded) return undefined
+  return { body, contentType }
+}
+
+export interface Upload {
+  spec: UploadSpec
+  /** Temporary files the worker reported: deleted by cleanup() (the worker deletes them too, unless it died). */
+  spooled: string[]
+  cleanup: () => Promise<void>
+}
+
+/**
+ * Starts moving a body's bytes to the port a task carries. Nothing is sent
+ * beyond the credit the worker grants: a worker that falls behind pauses the
+ * body, and so the client's socket.
+ */
+export function startUpload (body: Readable, contentType: string, limits: UploadLimits, spoolThreshold: number): Upload {
+  const { port1: port, port2 } = new MessageChannel()
+  const spooled: string[] = []
+  let credit = UPLOAD_HIGH_WATER_MARK
+  let stopped = false
+  const post = (message: UploadMessage, transfer?: ArrayBuffer[]): void => port.postMessage(message, transfer)
+
+  const onData = (chunk: Buffer): void => {
+    // A chunk that owns its memory is moved; one that shares it (a slice of
+    // the socket's read buffer) is copied once into memory of its own.
+    const own = ownBuffer(chunk)
+    const bytes = own !== undefined ? chunk : copyBytes(chunk)
+    post({ type: 'upload:chunk', chunk: bytes }, [bytes.buffer as ArrayBuffer])
+    credit -= bytes.byteLength
+    if (credit <= 0) body.pause()
+  }
+  const onEnd = (): void => post({ type: 'upload:end' })
+  const onAborted = (): void => {
+    if (!stopped) post({ type: 'upload:abort' })
+    stop()
+  }
+  const stop = (): void => {
+    if (stopped) return
+    stopped = true
+    body.removeListener('data', onData)
+    body.removeListener('end', onEnd)
+    body.removeListener('error', onAborted)
+    body.removeListener('aborted', onAborted)
+    body.removeListener('close', onClosed)
+    body.pause()
+  }
+  const onClosed = (): void => {
+    if (!body.readableEnded) onAborted()
+  }
+  port.on('message', (message: UploadControl) => {
+    switch (message.type) {
+      case 'upload:more':
+        credit += message.credit
+        if (credit > 0 && !stopped && body.isPaused()) body.resume()
+        break
+      case 'upload:spooled':
+        spooled.push(message.path)
+        break
+      case 'upload:stop':
+        stop()
+        break
+      default:
+        stop()
+        port.close()
+    }
+  })
+  // The worker closes its end when it has parsed the body (or given up on it).
+  port.on('close', stop)
+  body.on('data', onData)
+  body.on('end', onEnd)
+  body.on('error', onAborted)
+  body.on('aborted', onAborted)
+  body.on('close', onClosed)
+  // The client may have gone before we listened.
+  if (body.destroyed && !body.readableEnded) onAborted()
+
+  return {
+    spec: { port: port2, contentType, limits, spoolThreshold },
+    spooled,
+    async cleanup () {
+      stop()
+      port.close()
+      await Promise.all(spooled.splice(0).map((path) => unlink(path).catch(() => {
+        // Already deleted by the worker: the usual case.
+      })))
+    }
+  }
+}
+
+/** After a 413 the rest of the body is not read: close the connection rather than parse what follows. */
+export function closeAfterLimit (reply: FastifyReply, err: unknown): void {
+  if ((err as { code?: string }).code === 'FST_BLOCKING_MULTIPART_LIMIT') reply.header('connection', 'close')
+}
+
+/** `request.readMultipart()`: the parsing of a blocking route, for an async one. */
+export function readMultipart (
+  request: FastifyRequest,
+  scheduler: Scheduler,
+  plugin: ResolvedOptions,
+  options: ReadMultipartOptions | undefined
+): Promise<ReadMultipartResult> {
+  const found = multipartBody(request)
+  if (found === undefined) {
+    return Promise.reject(new FST_BLOCKING_MULTIPART_INVALID('the request has no unread multipart/form-data body'))
+  }
+  let limits = plugin.multipart.limits
+  let spoolThreshold = plugin.multipart.spoolThreshold
+  try {
+    if (options?.limits !== undefined) limits = { ...limits, ...resolveLimits('readMultipart(options).limits', options.limits) }
+    if (options?.spoolThreshold !== undefined) spoolThreshold = resolveInteger('readMultipart(options).spoolThreshold', options.spoolThreshold)
+  } catch (err) {
+    return Promise.reject(err)
+  }
+  const upload = startUpload(found.body, found.contentType, limits, spoolThreshold)
+  const task: ParseTask = { type: 'blocking:parse', slot: -1, upload: upload.spec }
+  let entry
+  try {
+    entry = scheduler.submit({
+      task,
+      lane: 'request',
+      label: `${request.method} ${request.url}: readMultipart()`,
+      timeout: plugin.taskTimeout,
+      transferList: [upload.spec.port]
+    })
+  } catch (err) {
+    void upload.cleanup()
+    return Promise.reject(err)
+  }
+  // Spooled files live until the response has been sent.
+  const reply = (request as UploadRequest)[kReply]
+  if (reply !== undefined) reply.raw.once('close', () => { void upload.cleanup() })
+  else void entry.promise.finally(() => upload.cleanup())
+  return entry.promise.then((outcome) => {
+    const result = payloadOf(outcome) as ReadMultipartResult
+    for (const file of result.files) {
+      if (file.buffer !== undefined) file.buffer = Buffer.from(file.buffer.buffer, file.buffer.byteOffset, file.buffer.byteLength)
+    }
+    return result
+  })
+}

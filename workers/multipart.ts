@@ -1,0 +1,176 @@
+// The worker half of multipart uploads: the main thread only moves the
+// request's bytes here (lib/multipart.ts); @fastify/busboy parses them in this
+// thread. Fields go to `request.body`, files to `request.files`: in memory up
+// to `spoolThreshold`, beyond it spooled to a temporary file as the bytes
+// arrive. The thread grants credit as it consumes bytes, so a handler that
+// reads slowly (a slow disk) pauses the client's socket.
+import { randomUUID } from 'node:crypto'
+import { createWriteStream, type WriteStream } from 'node:fs'
+import { unlink } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import type { Readable } from 'node:stream'
+import { Busboy } from '@fastify/busboy'
+import { FST_BLOCKING_MULTIPART_INVALID, FST_BLOCKING_MULTIPART_LIMIT } from '../lib/errors.js'
+import type { UploadControl, UploadMessage, UploadSpec } from './protocol.js'
+
+export interface ParsedFile {
+  fieldname: string
+  filename: string
+  mimetype: string
+  encoding: string
+  size: number
+  buffer?: Buffer
+  path?: string
+}
+
+export interface ParsedUpload {
+  fields: Record<string, string | string[]>
+  files: ParsedFile[]
+  /** Temporary files written for this upload (deleted by cleanup()). */
+  spooled: string[]
+}
+
+/** Deletes what an upload spooled; a file already gone is fine. */
+export async function removeSpooled (paths: string[]): Promise<void> {
+  await Promise.all(paths.map((path) => unlink(path).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOENT') throw err
+  })))
+}
+
+/** A field set by name without touching prototypes: `__proto__` is just a name. */
+function setField (fields: Record<string, string | string[]>, name: string, value: string): void {
+  const existing = Object.hasOwn(fields, name) ? fields[name] : undefined
+  const next = existing === undefined ? value : Array.isArray(existing) ? [...existing, value] : [existing, value]
+  Object.defineProperty(fields, name, { value: next, enumerable: true, writable: true, configurable: true })
+}
+
+export function parseUpload (spec: UploadSpec): Promise<ParsedUpload> {
+  const { port, limits, spoolThreshold } = spec
+  const fields: Record<string, string | string[]> = {}
+  const files: ParsedFile[] = []
+  const spooled: string[] = []
+  const writes: Array<Promise<void>> = []
+  const outs: WriteStream[] = []
+  let failed: Error | undefined
+
+  const send = (message: UploadControl): void => port.postMessage(message)
+
+  return new Promise<ParsedUpload>((resolve, reject) => {
+    let settled = false
+    const fail = (err: Error): void => {
+      if (failed !== undefined) return
+      failed = err
+      // Stop the main thread from sending the rest of the body.
+      send({ type: 'upload:stop' })
+      port.removeAllListeners('close')
+      port.close()
+      busboy.removeAllListeners('finish')
+      busboy.on('error', () => {})
+      busboy.destroy()
+      // Half-written spool files: stop writing, then delete them.
+      for (const out of outs) out.destroy()
+      Promise.allSettled(writes).then(() => removeSpooled(spooled)).then(() => {
+        settled = true
+        reject(err)
+      }, reject)
+    }
+    const limit = (what: string): void => fail(new FST_BLOCKING_MULTIPART_LIMIT(what))
+
+    let busboy: InstanceType<typeof Busboy>
+    try {
+      busboy = new Busboy({ headers: { 'content-type': spec.contentType }, limits })
+    } catch (err) {
+      port.close()
+      reject(new FST_BLOCKING_MULTIPART_INVALID((err as Error).message))
+      return
+    }
+
+    busboy.on('field', (name: string, value: string, nameTruncated: boolean, valueTruncated: boolean) => {
+      if (nameTruncated) return limit(`a field name is longer than fieldNameSize (${limits.fieldNameSize ?? 100} bytes)`)
+      if (valueTruncated) return limit(`field "${name}" is longer than fieldSize (${limits.fieldSize ?? 1_048_576} bytes)`)
+      setField(fields, name, value)
+    })
+    busboy.on('file', (fieldname: string, stream: Readable, filename: string, encoding: string, mimetype: string) => {
+      const record: ParsedFile = { fieldname, filename, mimetype, encoding, size: 0 }
+      let chunks: Buffer[] | undefined = []
+      let out: WriteStream | undefined
+      stream.on('limit', () => limit(`file "${filename}" is larger than fileSize (${limits.fileSize} bytes)`))
+      stream.on('data', (chunk: Buffer) => {
+        record.size += chunk.length
+        if (out === undefined && record.size > spoolThreshold) {
+          // Past the threshold: spool to a temporary file, named by us, never by the client.
+          const path = join(tmpdir(), `fastify-blocking-${randomUUID()}`)
+          spooled.push(path)
+          send({ type: 'upload:spooled', path })
+          const file = createWriteStream(path)
+          out = file
+          outs.push(file)
+          writes.push(new Promise((resolve, reject) => {
+            file.on('close', resolve)
+            file.on('error', reject)
+          }))
+          for (const c of chunks!) out.write(c)
+          chunks = undefined
+          record.path = path
+        }
+        if (out !== undefined) {
+          // A slow disk pauses the part, and with it the parser and the socket.
+          if (!out.write(chunk)) {
+            stream.pause()
+            out.once('drain', () => stream.resume())
+          }
+        } else {
+          chunks!.push(chunk)
+        }
+      })
+      stream.on('end', () => {
+        if (out !== undefined) out.end()
+        else record.buffer = Buffer.concat(chunks!)
+        files.push(record)
+      })
+      stream.on('error', (err: Error) => fail(new FST_BLOCKING_MULTIPART_INVALID(err.message)))
+    })
+    busboy.on('partsLimit', () => limit(`more parts than parts (${limits.parts})`))
+    busboy.on('filesLimit', () => limit(`more files than files (${limits.files})`))
+    busboy.on('fieldsLimit', () => limit(`more fields than fields (${limits.fields})`))
+    busboy.on('error', (err: Error) => fail(new FST_BLOCKING_MULTIPART_INVALID(err.message)))
+    busboy.on('finish', () => {
+      if (failed !== undefined) return
+      Promise.all(writes).then(() => {
+        if (failed !== undefined || settled) return
+        settled = true
+        port.removeAllListeners('close')
+        port.close()
+        resolve({ fields, files, spooled })
+      }, (err: Error) => fail(err))
+    })
+
+    // The main thread closes the port when the client goes away.
+    port.on('close', () => {
+      if (!settled && failed === undefined) fail(new FST_BLOCKING_MULTIPART_INVALID('the request body ended early (the client went away)'))
+    })
+    port.on('message', (message: UploadMessage) => {
+      if (failed !== undefined) return
+      switch (message.type) {
+        case 'upload:chunk': {
+          const { chunk } = message
+          // Credit goes back once busboy has taken the bytes (its callback runs
+          // when it is ready for more, later if a file part is paused).
+          busboy.write(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength), () => {
+            if (failed === undefined) send({ type: 'upload:more', credit: chunk.byteLength })
+          })
+          break
+        }
+        case 'upload:end':
+          busboy.end()
+          break
+        case 'upload:abort':
+          fail(new FST_BLOCKING_MULTIPART_INVALID('the request body ended early (the client aborted)'))
+          break
+        default:
+          fail(new Error(`fastify-blocking upload: unknown message ${JSON.stringify((message as { type?: unknown }).type)}`))
+      }
+    })
+  })
+}
