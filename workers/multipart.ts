@@ -12,17 +12,10 @@ import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { Busboy } from '@fastify/busboy'
 import { FST_BLOCKING_MULTIPART_INVALID, FST_BLOCKING_MULTIPART_LIMIT } from '../lib/errors.js'
+import type { WorkerFile } from '../lib/types.js'
 import type { UploadControl, UploadMessage, UploadSpec } from './protocol.js'
 
-export interface ParsedFile {
-  fieldname: string
-  filename: string
-  mimetype: string
-  encoding: string
-  size: number
-  buffer?: Buffer
-  path?: string
-}
+export type ParsedFile = WorkerFile
 
 export interface ParsedUpload {
   fields: Record<string, string | string[]>

@@ -6,6 +6,7 @@
 // travels back as the task's return value. Both are plain objects so that the
 // pools' own structured-clone path (the fastest one Node has) carries them.
 import type { MessagePort } from 'node:worker_threads'
+import type { MultipartLimits } from '../lib/types.js'
 
 /** How a worker learns who it is and where its shared state lives. */
 export interface WorkerData {
@@ -96,15 +97,7 @@ export interface ParseTask {
 }
 
 /** Limits named as in @fastify/multipart (and busboy). */
-export interface UploadLimits {
-  fieldNameSize?: number
-  fieldSize?: number
-  fields?: number
-  fileSize?: number
-  files?: number
-  parts?: number
-  headerPairs?: number
-}
+export type UploadLimits = MultipartLimits
 
 /** How a multipart body reaches a worker: its bytes over `port`, paced by credits. */
 export interface UploadSpec {

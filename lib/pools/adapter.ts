@@ -30,6 +30,20 @@ export interface PoolAdapter {
 
 export const workerFilename = new URL('../../workers/worker.js', import.meta.url)
 
+/** The options piscina and tinypool share, from ours. */
+export function poolOptions (config: PoolConfig) {
+  return {
+    filename: workerFilename.href,
+    maxThreads: config.maxThreads,
+    ...(config.minThreads === undefined ? {} : { minThreads: config.minThreads }),
+    idleTimeout: config.idleTimeout,
+    resourceLimits: config.resourceLimits,
+    workerData: config.workerData,
+    // One running task plus streams waiting for their clients (lib/stream.ts).
+    concurrentTasksPerWorker: config.concurrency
+  }
+}
+
 export async function createPool (kind: 'piscina' | 'tinypool', config: PoolConfig): Promise<PoolAdapter> {
   const mod = kind === 'piscina' ? await import('./piscina.js') : await import('./tinypool.js')
   return mod.create(config)

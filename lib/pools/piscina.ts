@@ -1,17 +1,10 @@
 import { Piscina } from 'piscina'
 import type { Task } from '../../workers/protocol.js'
-import { workerFilename, type PoolAdapter, type PoolConfig } from './adapter.js'
+import { poolOptions, type PoolAdapter, type PoolConfig } from './adapter.js'
 
 export function create (config: PoolConfig): PoolAdapter {
   const pool = new Piscina({
-    filename: workerFilename.href,
-    maxThreads: config.maxThreads,
-    ...(config.minThreads === undefined ? {} : { minThreads: config.minThreads }),
-    idleTimeout: config.idleTimeout,
-    resourceLimits: config.resourceLimits,
-    workerData: config.workerData,
-    // One running task plus streams waiting for their clients (lib/stream.ts).
-    concurrentTasksPerWorker: config.concurrency,
+    ...poolOptions(config),
     // Timing histograms cost a little per task; we measure waits and runs ourselves.
     recordTiming: false
   })

@@ -1,6 +1,6 @@
 import { Tinypool } from 'tinypool'
 import type { Task } from '../../workers/protocol.js'
-import { workerFilename, type PoolAdapter, type PoolConfig } from './adapter.js'
+import { poolOptions, type PoolAdapter, type PoolConfig } from './adapter.js'
 
 interface TinypoolThread {
   threadId: number
@@ -10,14 +10,7 @@ interface TinypoolThread {
 
 export function create (config: PoolConfig): PoolAdapter {
   const pool = new Tinypool({
-    filename: workerFilename.href,
-    maxThreads: config.maxThreads,
-    ...(config.minThreads === undefined ? {} : { minThreads: config.minThreads }),
-    idleTimeout: config.idleTimeout,
-    resourceLimits: config.resourceLimits,
-    workerData: config.workerData,
-    // One running task plus streams waiting for their clients (lib/stream.ts).
-    concurrentTasksPerWorker: config.concurrency
+    ...poolOptions(config)
   })
   pool.on('error', config.onError)
 
