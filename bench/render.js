@@ -39,7 +39,8 @@ export function render (latest) {
   const newest = latest.reduce((a, b) => (a.result.date > b.result.date ? a : b)).result
   const sections = latest.map(({ scenario, result }, i) => {
     const { runs, reps, note } = counted(result)
-    return { scenario, result, note, letter: letters[i], ...scenario.render({ ...result, runs, reps }) }
+    const failed = (result.failures ?? []).map((f) => ` Round ${f.rep} was dropped: ${f.contender} failed (${f.error}).`).join('')
+    return { scenario, result, note: note + '.' + failed, letter: letters[i], ...scenario.render({ ...result, runs, reps }) }
   })
   const summary = sections.flatMap((s) => s.targets.map((t) => [`${s.letter}. ${s.scenario.title}`, t.what, t.goal, t.measured, t.pass ? '**PASS**' : '**MISS**']))
   const passed = summary.filter((row) => row[4] === '**PASS**').length
@@ -74,6 +75,11 @@ How a run goes:
   under the same load; the tables give the median over the rounds and the range (min–max).
   Ratios are taken between runs of the same round, so that a slow minute of the shared machine
   weighs on both sides.
+- The machine is shared with other work. During each run, /proc tells how much CPU went to
+  processes other than the server, autocannon and the probe; a round in which they took more than
+  ${newest.disturbedAbove ?? 0.3} cores during any run is disturbed, and up to two more rounds are run to make up
+  for it. A section counts only its undisturbed rounds when there are at least three of them
+  (fewer rounds asked for: all of them), and says so.
 - Nothing is pinned with \`taskset\`: with 2 cores, giving the load generator and the probe a
   core of their own would leave one core to the main thread and both pool threads, which is
   not the setup a blocking pool is for. So the server's threads, autocannon and the probe all
@@ -82,6 +88,6 @@ How a run goes:
 ${sections.map((s) => `## ${s.letter}. ${s.scenario.title}
 
 Measured ${s.result.date.slice(0, 16).replace('T', ' ')} UTC with \`${s.result.command}\`
-(${s.result.warmup} s warmup + ${s.result.duration} s per run, ${s.result.threads} pool threads): ${s.note}.
+(${s.result.warmup} s warmup + ${s.result.duration} s per run, ${s.result.threads} pool threads): ${s.note}
 ${s.body}`).join('\n')}`
 }

@@ -79,6 +79,7 @@ mkdirSync(resultsDir, { recursive: true })
 for (const scenario of selected) {
   const warmup = Number(flags.warmup ?? (flags.quick ? 0.5 : scenario.defaults.warmup))
   const duration = Number(flags.duration ?? (flags.quick ? 2 : scenario.defaults.duration))
+  const failures = []
   const ctx = {
     reps,
     warmup,
@@ -99,21 +100,31 @@ for (const scenario of selected) {
         const order = rep % 2 === 1 ? contenders : [...contenders].reverse()
         const round = []
         for (const contender of order) {
-          const server = await startServer(serverFile, [contender, String(THREADS)], { env: { BENCH_ITERATIONS: String(iterations) } })
+          let server
           try {
+            server = await startServer(serverFile, [contender, String(THREADS)], { env: { BENCH_ITERATIONS: String(iterations) } })
             const { summary, ...result } = await measureOne(server)
+            if (server.exited !== undefined) throw new Error(`the server ended during the run (${server.exited})`)
             round.push({ contender, rep, ...result })
             log(`${scenario.id} round ${rep} ${contender}: ${summary}, other processes ${result.cpu.other} cores`)
+          } catch (err) {
+            // Something outside the benchmark (a server killed by someone else's clean-up) or a bug:
+            // the round is dropped and said so.
+            failures.push({ rep, contender, error: err.message, server: server?.exited })
+            log(`${scenario.id} round ${rep} ${contender} FAILED (the round is dropped): ${err.message}${server?.exited === undefined ? "" : `; the server ended (${server.exited})`}`)
+            break
           } finally {
-            await server.close()
+            await server?.close()
           }
         }
+        if (round.length < order.length) continue
         const disturbed = round.some((r) => r.cpu.other > DISTURBED)
         for (const r of round) r.disturbed = disturbed
         if (disturbed) log(`${scenario.id} round ${rep} was disturbed: other processes used more than ${DISTURBED} cores`)
         else clean++
         runs.push(...round)
       }
+      if (runs.length === 0) throw new Error(`${scenario.id}: every round failed`)
       return runs
     }
   }
@@ -131,6 +142,7 @@ for (const scenario of selected) {
     duration,
     threads: THREADS,
     disturbedAbove: DISTURBED,
+    failures,
     ...result
   }
   writeFileSync(`${resultsDir}${scenario.id}.json`, JSON.stringify(record, null, 2) + '\n')

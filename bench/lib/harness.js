@@ -39,8 +39,12 @@ export async function startServer (file, args = [], { env } = {}) {
     url,
     port: Number(new URL(url).port),
     pid: child.pid,
+    /** How the server ended, if it did before close(): 'SIGTERM', '1'... */
+    get exited () {
+      return child.exitCode === null && child.signalCode === null ? undefined : String(child.signalCode ?? child.exitCode)
+    },
     async close () {
-      if (child.exitCode !== null) return
+      if (this.exited !== undefined) return
       const exited = once(child, 'exit')
       child.kill('SIGTERM')
       const timer = setTimeout(() => child.kill('SIGKILL'), 5000)
@@ -50,19 +54,29 @@ export async function startServer (file, args = [], { env } = {}) {
   }
 }
 
+/** The child's next IPC message; rejects if it says { error } or exits first. */
+function nextMessage (child) {
+  return new Promise((resolve, reject) => {
+    const onExit = (code, signal) => reject(new Error(`the probe exited (${signal ?? code})`))
+    child.once('exit', onExit)
+    child.once('message', (msg) => {
+      child.off('exit', onExit)
+      if (msg.error !== undefined) reject(new Error(`the probe failed: ${msg.error}`))
+      else resolve(msg)
+    })
+  })
+}
+
 /** Forks the probe (see probe.js) and waits until it is connected; `start()` then `stop()` gives its latencies in ms. */
 export async function startProbe (port, { path = '/ping', interval = 5 } = {}) {
   const child = fork(probeFile, [String(port), path, String(interval)])
-  const [first] = await once(child, 'message')
-  if (first !== 'ready') throw new Error(`the probe did not start: ${JSON.stringify(first)}`)
+  await nextMessage(child)
   return {
     pid: child.pid,
     start: () => child.send('start'),
     async stop () {
       child.send('stop')
-      const [msg] = await once(child, 'message')
-      if (msg.error !== undefined) throw new Error(`the probe failed: ${msg.error}`)
-      return msg.latencies
+      return (await nextMessage(child)).latencies
     }
   }
 }

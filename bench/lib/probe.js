@@ -72,5 +72,9 @@ process.on('message', async (msg) => {
   }
 })
 
-await Promise.all(Array.from({ length: sockets }, get)) // open the connections
-process.send('ready')
+try {
+  await Promise.all(Array.from({ length: sockets }, get)) // open the connections
+  process.send('ready')
+} catch (err) {
+  process.send({ error: err.message }, () => process.exit(1))
+}

@@ -7,7 +7,7 @@ import { blockingPools, contenders, labels } from './contenders.js'
 
 export const id = 'event-loop'
 export const title = 'Event-loop protection'
-export const defaults = { warmup: 1.5, duration: 6 }
+export const defaults = { warmup: 1.5, duration: 5 }
 
 const connections = 8
 const interval = 5
