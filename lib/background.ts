@@ -67,6 +67,11 @@ export class Background {
   }
 
   private attach (reply: ReplyWithPending, pending: Pending): void {
+    // Called once the response is already over (in onResponse, say): run it now.
+    if (reply.raw.closed) {
+      this.start(pending)
+      return
+    }
     let list = reply[kPending]
     if (list === undefined) {
       const tasks: Pending[] = []

@@ -23,7 +23,7 @@ import type {
   RouteOptions
 } from 'fastify'
 import fp from 'fastify-plugin'
-import { definitionOf, defineHandlerUntyped, defineTaskUntyped } from './define.js'
+import { definedIn, definitionOf, defineHandlerUntyped, defineTaskUntyped } from './define.js'
 import { errors, FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_INVALID_OPTION, FST_BLOCKING_REGISTERED_IN_WORKER } from './errors.js'
 import { resolveOptions, resolveRouteOptions } from './options.js'
 import { createPool } from './pools/adapter.js'
@@ -141,10 +141,21 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
       // Load every handler module in a worker now, so that a handler a worker
       // cannot find is reported at startup, not on the first request.
       const fns = [...new Set(routes.map((r) => r.fn))]
-      const { missing } = await pool.run({ type: 'blocking:check', fns }, undefined, undefined) as CheckOutcome
+      const { missing, counts } = await pool.run({ type: 'blocking:check', fns }, undefined) as CheckOutcome
       for (const route of routes) {
         const why = missing[route.fn]
-        if (why !== undefined) problems.push(`${route.label}: a worker thread cannot load its handler (${route.fn}): ${why}`)
+        const moduleUrl = route.fn.slice(0, route.fn.lastIndexOf('#'))
+        const here = definedIn(moduleUrl)
+        if (why !== undefined) {
+          problems.push(`${route.label}: a worker thread cannot load its handler (${route.fn}): ${why}`)
+        } else if (counts[moduleUrl] !== here) {
+          // Identity is the order of definition: a module that defines more or
+          // fewer functions in a worker would run the wrong one.
+          problems.push(
+            `${route.label}: its module makes ${here} definitions on the main thread but ${counts[moduleUrl] ?? 0} in a worker thread; ` +
+            'call defineHandler and defineTask at the top level of the module, the same on every thread'
+          )
+        }
       }
     }
     if (problems.length > 0) {

@@ -26,13 +26,14 @@ import {
   SLOT_INTS,
   SLOT_START_F64,
   SLOT_STATE,
+  SLOT_THREAD,
   SlotState,
   type Outcome,
   type SerializedError,
   type Task
 } from '../workers/protocol.js'
 
-/** How long a timed-out task may take to stop by itself (its signal is aborted) before its thread is terminated. */
+/** How long a timed-out task may take to stop by itself (its request.signal is aborted) before its thread is terminated. */
 export const TIMEOUT_GRACE_MS = 100
 
 export type LaneName = 'request' | 'background'
@@ -65,7 +66,6 @@ class Entry {
   timer: NodeJS.Timeout | undefined = undefined
   /** A stream that waits for its client: it does not count against maxThreads. */
   paused = false
-  abort: AbortController | undefined = undefined
   promise!: Promise<Outcome>
   resolve!: (outcome: Outcome) => void
   reject!: (err: Error) => void
@@ -303,13 +303,12 @@ export class Scheduler {
     this.start[slot * (SLOT_INTS / 2) + SLOT_START_F64] = 0
     job.task.slot = slot
     if (job.timeout > 0) {
-      entry.abort = new AbortController()
       entry.timer = setTimeout(() => this.checkTimeout(entry), job.timeout)
       entry.timer.unref()
     }
     let ran: Promise<unknown>
     try {
-      ran = pool.run(job.task, job.transferList, entry.abort?.signal)
+      ran = pool.run(job.task, job.transferList)
     } catch (err) {
       // piscina and tinypool clone the task synchronously: an argument that
       // cannot cross threads throws here.
@@ -344,7 +343,8 @@ export class Scheduler {
     entry.answered = true
     this.lanes[job.lane].failed++
     entry.reject(new FST_BLOCKING_TIMEOUT(job.label, job.timeout))
-    entry.timer = setTimeout(() => entry.abort?.abort(), TIMEOUT_GRACE_MS)
+    const thread = Atomics.load(this.state, slot * SLOT_INTS + SLOT_THREAD)
+    entry.timer = setTimeout(() => this.pool?.terminate(thread), TIMEOUT_GRACE_MS)
     entry.timer.unref()
   }
 

@@ -79,3 +79,14 @@ for (const pool of pools) {
     t.equal(await app.blocking.run(h.echoArg, 7), 7)
   })
 }
+
+test('generators and MessagePorts in a return value are reported, not crashes', async (t) => {
+  const { returnsGenerator } = await import('./fixtures/payloads.js')
+  for (const pool of pools) {
+    const app = await build(t, pool)
+    app.get('/gen', { blocking: true }, returnsGenerator)
+    const res = await app.inject('/gen')
+    t.equal(res.json().code, 'FST_BLOCKING_NOT_CLONEABLE', pool)
+    t.match(res.json().message, /\.gen: a Generator cannot be cloned/)
+  }
+})

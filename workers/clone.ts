@@ -1,6 +1,7 @@
 // What can cross threads, and how bytes cross without a copy on the main
 // thread. Used by both sides: the worker checks what a function returns, the
 // main thread checks the arguments of background tasks at the call.
+import { MessagePort } from 'node:worker_threads'
 
 /** A private copy of some bytes, in an ArrayBuffer of its own that can be transferred. */
 export function copyBytes (value: ArrayBufferView | ArrayBuffer): Uint8Array {
@@ -45,8 +46,12 @@ function find (value: unknown, path: string[], seen: Set<object> | undefined): s
   if (type !== 'object' || value === null) return undefined
   const obj = value as object
   if (ArrayBuffer.isView(obj) || obj instanceof ArrayBuffer || obj instanceof Date || obj instanceof RegExp || obj instanceof Error) return undefined
-  if (obj instanceof Promise || obj instanceof WeakMap || obj instanceof WeakSet || obj instanceof WeakRef) {
+  if (obj instanceof Promise || obj instanceof WeakMap || obj instanceof WeakSet || obj instanceof WeakRef || obj instanceof MessagePort) {
     return `a ${obj.constructor.name} cannot be cloned`
+  }
+  const tag = Object.prototype.toString.call(obj)
+  if (tag === '[object Generator]' || tag === '[object AsyncGenerator]') {
+    return `a ${tag.slice(8, -1)} cannot be cloned (a generator handler streams only when it is the handler itself)`
   }
   seen ??= new Set()
   if (seen.has(obj)) return undefined

@@ -229,4 +229,6 @@ export interface Outcome {
 export interface CheckOutcome {
   /** fn identity -> why the worker cannot find it. */
   missing: Record<string, string>
+  /** moduleUrl -> how many definitions the module made in the worker. */
+  counts: Record<string, number>
 }

@@ -4,7 +4,7 @@
 // A task is never rejected from here: errors are outcomes, so that the pool's
 // rejection means only one thing, a thread that died.
 import { threadId, workerData } from 'node:worker_threads'
-import { lookup } from '../lib/define.js'
+import { definedIn, lookup } from '../lib/define.js'
 import { load } from './loader.js'
 import { errorOutcome, toOutcome, type Mover } from './outcome.js'
 import {
@@ -45,7 +45,8 @@ const SKIPPED: Outcome = { kind: PayloadKind.Skipped }
 /** Says the task has started, unless the main thread cancelled it first. */
 function claim (slot: number): boolean {
   start[slot * (SLOT_INTS / 2) + SLOT_START_F64] = now()
-  state[slot * SLOT_INTS + SLOT_THREAD] = threadId
+  // Read by the main thread to terminate this thread if the task times out.
+  Atomics.store(state, slot * SLOT_INTS + SLOT_THREAD, threadId)
   return Atomics.compareExchange(state, slot * SLOT_INTS + SLOT_STATE, SlotState.Posted, SlotState.Running) === SlotState.Posted
 }
 
@@ -152,14 +153,17 @@ function run (task: RunTask, fn: Function): unknown {
 
 async function check (task: CheckTask): Promise<CheckOutcome> {
   const missing: Record<string, string> = {}
+  const counts: Record<string, number> = {}
   for (const id of task.fns) {
     try {
       await resolve(id)
     } catch (err) {
       missing[id] = err instanceof Error ? err.message : String(err)
     }
+    const moduleUrl = id.slice(0, id.lastIndexOf('#'))
+    counts[moduleUrl] = definedIn(moduleUrl)
   }
-  return { missing }
+  return { missing, counts }
 }
 
 function dispatch (task: HandleTask | RunTask | StreamTask, fn: Function): unknown {

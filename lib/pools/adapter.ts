@@ -17,11 +17,14 @@ export interface PoolConfig {
 }
 
 export interface PoolAdapter {
+  /** Runs a task on a thread. */
+  run: (task: Task, transferList: Transferable[] | undefined) => Promise<unknown>
   /**
-   * Runs a task on a thread. Aborting `signal` while the task runs terminates
-   * its thread (the pool replaces it): only used for timeouts.
+   * Ends a thread that runs past its timeout; the pool fails the tasks it
+   * held and replaces it. (Not the pools' abort signals: a task that carries
+   * one gets a thread to itself, and streams waiting beside it could not.)
    */
-  run: (task: Task, transferList: Transferable[] | undefined, signal: AbortSignal | undefined) => Promise<unknown>
+  terminate: (threadId: number) => void
   /** Threads alive now. */
   threads: () => number
   /** Terminates every thread. */

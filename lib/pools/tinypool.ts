@@ -6,11 +6,16 @@ interface TinypoolThread {
   threadId: number
   on: (event: 'exit', listener: (code: number) => void) => void
   emit: (event: 'error', err: Error) => boolean
+  terminate: () => Promise<unknown>
 }
 
 export function create (config: PoolConfig): PoolAdapter {
   const pool = new Tinypool({
-    ...poolOptions(config)
+    ...poolOptions(config),
+    // tinypool places a task beside a busy thread's tasks whenever it has no
+    // idle thread ready, even while it starts a new one. With every thread
+    // kept alive, an idle thread is there whenever the scheduler sends a task.
+    minThreads: config.maxThreads
   })
   pool.on('error', config.onError)
 
@@ -35,12 +40,16 @@ export function create (config: PoolConfig): PoolAdapter {
   watch()
 
   return {
-    run (task: Task, transferList, signal) {
-      const result = pool.run(task, { transferList: transferList as never, signal })
+    run (task: Task, transferList) {
+      const result = pool.run(task, { transferList: transferList as never })
       // Threads are only created inside run() (and right after a removal,
       // which is always followed by our next run()).
       watch()
       return result
+    },
+    terminate (threadId) {
+      // Its exit is reported to tinypool by watch() above, as for any thread that dies.
+      for (const thread of threads()) if (thread.threadId === threadId) void thread.terminate()
     },
     threads: () => pool.threads.length,
     destroy: () => pool.destroy()

@@ -1,0 +1,55 @@
+import { test } from 'tap'
+import { request as httpRequest } from 'node:http'
+import { build, gate, pools, until } from './helpers.js'
+import { waitAtGate } from './fixtures/gate.js'
+import * as f from './fixtures/failures.js'
+import * as s from './fixtures/streams.js'
+import { mark } from './fixtures/background.js'
+import { second } from './fixtures/shifted.js'
+
+for (const pool of pools) {
+  test(`${pool}: tasks go to idle or new threads before they share one`, async (t) => {
+    const app = await build(t, pool, { maxThreads: 2, minThreads: 1 })
+    await app.ready()
+    // (tinypool keeps every thread: wait until both have started.)
+    if (pool === 'tinypool') await until(() => app.blocking.stats().threads === 2, { what: 'two threads' })
+    const g = gate()
+    const held = [app.blocking.run(waitAtGate, g.sab), app.blocking.run(waitAtGate, g.sab)]
+    // Both reach the gate only if they run on two threads at once.
+    await g.reached(2)
+    g.open()
+    const threads = await Promise.all(held)
+    t.not(threads[0], threads[1])
+  })
+
+  test(`${pool}: a request with a timeout still runs beside a stream that waits for its client`, async (t) => {
+    const app = await build(t, pool, { maxThreads: 1, taskTimeout: 5000 })
+    app.get('/big', { blocking: true }, s.big)
+    app.get('/quick', { blocking: true }, f.quick)
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const { port } = app.server.address()
+    const res = await new Promise((resolve) => httpRequest({ host: '127.0.0.1', port, path: '/big?n=100000' }, resolve).end())
+    res.pause()
+    await until(() => app.blocking.stats().running === 1, { what: 'the stream to start' })
+    const quick = await app.inject('/quick')
+    t.equal(quick.statusCode, 200, 'not starved by the waiting stream')
+    res.destroy()
+    await until(() => app.blocking.stats().running === 0, { what: 'the stream to end' })
+  })
+
+  test(`${pool}: reply.background after the response is over still runs`, async (t) => {
+    const app = await build(t, pool)
+    const sab = new SharedArrayBuffer(8)
+    app.addHook('onResponse', async (request, reply) => { reply.background(mark, sab) })
+    app.get('/', async () => 'ok')
+    await app.inject('/')
+    await until(() => Atomics.load(new Int32Array(sab), 0) === 1, { what: 'the task' })
+    t.pass('ran')
+  })
+
+  test(`${pool}: a module that defines differently in a worker is reported at startup`, async (t) => {
+    const app = await build(t, pool)
+    app.get('/second', { blocking: true }, second)
+    await t.rejects(app.ready(), { code: 'FST_BLOCKING_HANDLER_NOT_DEFINED', message: /GET \/second: its module makes 3 definitions on the main thread but 2 in a worker thread/ })
+  })
+}
