@@ -31,7 +31,7 @@ function counted (result) {
       note: `${plural(clean.size, 'round')} counted; ${plural(rounds.size - clean.size, 'more round')} set aside as disturbed (${limit})`
     }
   }
-  return { runs: result.runs, reps: rounds.size, note: `${plural(rounds.size, 'round')}, all counted although only ${clean.size} went undisturbed (a round is disturbed when ${limit})` }
+  return { runs: result.runs, reps: rounds.size, note: `${plural(rounds.size, 'round')}, all counted although ${clean.size === 0 ? 'every one' : `all but ${clean.size}`} was disturbed (a round is disturbed when ${limit}): read these figures as measured on a busy machine` }
 }
 
 export function render (latest) {
@@ -53,6 +53,8 @@ Run one scenario with \`node bench/run.js ${latest[0].scenario.id}\`, and a shor
 ## Summary
 
 ${passed} of ${summary.length} targets met.
+
+${sections.map((s) => `- ${s.letter}. ${s.scenario.title}: ${s.note}`).join('\n')}
 
 ${table(['scenario', 'target', 'goal', 'measured: median (range)', 'verdict'], summary)}
 

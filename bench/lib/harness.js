@@ -3,6 +3,7 @@
 // calling process). Every run is bounded by its duration.
 import { fork, spawn } from 'node:child_process'
 import { once } from 'node:events'
+import { relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
 import { cpuMeter } from './cpu.js'
@@ -31,7 +32,7 @@ export async function startServer (file, args = [], { env } = {}) {
       child.off('exit', onExit)
       resolve(match[0])
     }
-    const onExit = (code) => reject(new Error(`${file} ${args.join(' ')} exited (${code}) before it listened:\n${out}`))
+    const onExit = (code, signal) => reject(new Error(`${relative(process.cwd(), file)} ${args.join(' ')} ended (${signal ?? code}) before it listened${out === '' ? '' : `: ${out.trim()}`}`))
     child.stdout.on('data', onData)
     child.once('exit', onExit)
   })
