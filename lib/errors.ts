@@ -12,7 +12,7 @@ export const FST_BLOCKING_QUEUE_FULL = createError<'FST_BLOCKING_QUEUE_FULL', 50
 
 export const FST_BLOCKING_TIMEOUT = createError<'FST_BLOCKING_TIMEOUT', 503, [string, number]>(
   'FST_BLOCKING_TIMEOUT',
-  '%s ran for more than %d ms; its thread was stopped',
+  '%s ran for more than %d ms',
   503
 )
 

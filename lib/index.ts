@@ -124,6 +124,8 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     }
     const definition = definitionOf(handler)
     if (definition === undefined) {
+      // The automatic HEAD route of a GET route has the same problem: say it once.
+      if (route.method === 'HEAD' && routes.some((r) => r.url === route.url) === false && problems.some((p) => p.startsWith(`GET ${route.url}:`))) return
       problems.push(
         `${label}: its handler was not made with defineHandler. Move it into a module of its own and wrap it: ` +
         'export const handler = defineHandler(import.meta.url, (request, reply) => { ... })'
@@ -184,7 +186,9 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
           `app.blocking.run(${definition.name}): a generator streams a response; use it as a route handler`
         ))
       }
-      const task: RunTask = { type: 'blocking:run', fn: definition.id, slot: -1, args }
+      let buffers: number[] | undefined
+      for (let i = 0; i < args.length; i++) if (Buffer.isBuffer(args[i])) (buffers ??= []).push(i)
+      const task: RunTask = { type: 'blocking:run', fn: definition.id, slot: -1, args, buffers }
       try {
         const entry = scheduler.submit({ task, lane: 'request', label: `app.blocking.run(${definition.name})`, timeout: options.taskTimeout })
         return entry.promise.then(payloadOf) as never

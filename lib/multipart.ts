@@ -90,6 +90,13 @@ export function multipartBody (request: FastifyRequest): { body: Readable, conte
 
 export interface Upload {
   spec: UploadSpec
+  /**
+   * Set by the caller once the task is submitted: called when the worker starts
+   * taking bytes (the task then waits for its client, without holding a
+   * thread's place) and when the body is parsed.
+   */
+  onWaiting?: () => void
+  onParsed?: () => void
   /** Temporary files the worker reported: deleted by cleanup() (the worker deletes them too, unless it died). */
   spooled: string[]
   cleanup: () => Promise<void>
@@ -104,6 +111,7 @@ export function startUpload (body: Readable, contentType: string, limits: Upload
   const { port1: port, port2 } = new MessageChannel()
   const spooled: string[] = []
   let credit = UPLOAD_HIGH_WATER_MARK
+  let waiting = false
   let stopped = false
   const post = (message: UploadMessage, transfer?: ArrayBuffer[]): void => port.postMessage(message, transfer)
 
@@ -137,8 +145,15 @@ export function startUpload (body: Readable, contentType: string, limits: Upload
   port.on('message', (message: UploadControl) => {
     switch (message.type) {
       case 'upload:more':
+        if (!waiting) {
+          waiting = true
+          upload.onWaiting?.()
+        }
         credit += message.credit
         if (credit > 0 && !stopped && body.isPaused()) body.resume()
+        break
+      case 'upload:parsed':
+        upload.onParsed?.()
         break
       case 'upload:spooled':
         spooled.push(message.path)
@@ -161,7 +176,7 @@ export function startUpload (body: Readable, contentType: string, limits: Upload
   // The client may have gone before we listened.
   if (body.destroyed && !body.readableEnded) onAborted()
 
-  return {
+  const upload: Upload = {
     spec: { port: port2, contentType, limits, spoolThreshold },
     spooled,
     async cleanup () {
@@ -172,6 +187,7 @@ export function startUpload (body: Readable, contentType: string, limits: Upload
       })))
     }
   }
+  return upload
 }
 
 /** After a 413 the rest of the body is not read: close the connection rather than parse what follows. */
@@ -213,6 +229,9 @@ export function readMultipart (
     void upload.cleanup()
     return Promise.reject(err)
   }
+  const submitted = entry
+  upload.onWaiting = () => scheduler.pause(submitted)
+  upload.onParsed = () => scheduler.resume(submitted)
   // Spooled files live until the response has been sent.
   const reply = (request as UploadRequest)[kReply]
   if (reply !== undefined) reply.raw.once('close', () => { void upload.cleanup() })

@@ -119,6 +119,12 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
       void upload?.cleanup()
       return Promise.reject(err)
     }
+    if (upload !== undefined) {
+      // While the body arrives, the task waits for its client without holding a thread's place.
+      const submitted = entry
+      upload.onWaiting = () => scheduler.pause(submitted)
+      upload.onParsed = () => scheduler.resume(submitted)
+    }
     const raw = reply.raw
     // The client went away: a queued task is dropped, a running one sees request.signal abort.
     const onClose = (): void => {

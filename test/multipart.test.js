@@ -183,3 +183,35 @@ for (const pool of pools) {
     t.equal(spooledFiles().length, before)
   })
 }
+
+for (const pool of pools) {
+  test(`${pool}: a slow upload does not hold a thread, and its time does not count against the timeout`, async (t) => {
+    const app = await build(t, pool, { maxThreads: 1, taskTimeout: 300 })
+    app.post('/upload', { blocking: true }, u.echoUpload)
+    app.get('/quick', { blocking: true }, (await import('./fixtures/failures.js')).quick)
+    const base = await listen(app)
+    const { port } = new URL(base)
+    const boundary = 'SLOW'
+    const head = `--${boundary}\r\nContent-Disposition: form-data; name="f"; filename="slow.txt"\r\n\r\n`
+    const tail = `\r\n--${boundary}--\r\n`
+    const response = new Promise((resolve, reject) => {
+      const req = httpRequest({ host: '127.0.0.1', port, path: '/upload', method: 'POST', headers: { 'content-type': `multipart/form-data; boundary=${boundary}` } }, (res) => {
+        const chunks = []
+        res.on('data', (c) => chunks.push(c))
+        res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() }))
+      })
+      req.on('error', reject)
+      req.write(head + 'first half;')
+      t.context.finish = () => req.end('second half' + tail)
+    })
+    await until(() => app.blocking.stats().running === 1, { what: 'the upload task to start' })
+    const quick = await app.inject('/quick')
+    t.equal(quick.statusCode, 200, 'a request ran while the upload waited for its client')
+    // Longer than taskTimeout, spent waiting for the body.
+    await new Promise((resolve) => setTimeout(resolve, 500))
+    t.context.finish()
+    const res = await response
+    t.equal(res.status, 200)
+    t.equal(JSON.parse(res.body).files[0].size, 'first half;second half'.length)
+  })
+}

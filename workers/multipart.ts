@@ -133,6 +133,7 @@ export function parseUpload (spec: UploadSpec): Promise<ParsedUpload> {
       Promise.all(writes).then(() => {
         if (failed !== undefined || settled) return
         settled = true
+        send({ type: 'upload:parsed' })
         port.removeAllListeners('close')
         port.close()
         resolve({ fields, files, spooled })

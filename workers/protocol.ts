@@ -122,6 +122,8 @@ export type UploadControl =
   | { type: 'upload:spooled', path: string }
   /** A limit was hit or the body is malformed: stop sending. */
   | { type: 'upload:stop' }
+  /** The body is parsed: the handler runs now (the task counts against maxThreads again). */
+  | { type: 'upload:parsed' }
 
 export interface RunTask {
   type: 'blocking:run'

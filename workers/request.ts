@@ -1,6 +1,6 @@
 // The request and reply a blocking handler receives in the worker. Both are
 // cheap to make: signal and log are only built when the handler reads them.
-import { FST_BLOCKING_NOT_CLONEABLE, FST_BLOCKING_QUEUE_FULL } from '../lib/errors.js'
+import { FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_NOT_CLONEABLE, FST_BLOCKING_QUEUE_FULL } from '../lib/errors.js'
 import { definitionOf } from '../lib/define.js'
 import { copyBytes, uncloneable } from './clone.js'
 import { serializeError } from './outcome.js'
@@ -168,7 +168,7 @@ export class WorkerReply {
   background (task: Function, ...args: unknown[]): this {
     const definition = definitionOf(task)
     if (definition === undefined) {
-      throw new TypeError('reply.background(task): task was not made with defineTask, so a worker cannot find it')
+      throw new FST_BLOCKING_HANDLER_NOT_DEFINED('reply.background(task): task was not made with defineTask, so a worker cannot find it')
     }
     const label = `reply.background(${definition.name})`
     if (Atomics.load(this.gauges, GAUGE_BACKGROUND_QUEUED) >= Atomics.load(this.gauges, GAUGE_BACKGROUND_LIMIT)) {

@@ -99,7 +99,7 @@ function invoke (task: HandleTask, fn: Function, upload: ParsedUpload | undefine
 async function handleUpload (task: HandleTask, spec: UploadSpec, fn: Function): Promise<unknown> {
   let upload: ParsedUpload
   try {
-    upload = await parseUpload(spec)
+    upload = await waitingForClient(task.slot, parseUpload(spec))
   } catch (err) {
     return errorOutcome(err, undefined)
   }
@@ -110,6 +110,22 @@ async function handleUpload (task: HandleTask, spec: UploadSpec, fn: Function): 
   }
 }
 
+/**
+ * While a body arrives, the task waits for its client: the timeout clock
+ * stops (the slot says Waiting) and the thread may run other tasks. The clock
+ * starts again when the body is parsed.
+ */
+async function waitingForClient<T> (slot: number, work: Promise<T>): Promise<T> {
+  const index = slot * SLOT_INTS + SLOT_STATE
+  Atomics.compareExchange(state, index, SlotState.Running, SlotState.Waiting)
+  try {
+    return await work
+  } finally {
+    start[slot * (SLOT_INTS / 2) + SLOT_START_F64] = now()
+    Atomics.compareExchange(state, index, SlotState.Waiting, SlotState.Running)
+  }
+}
+
 /** request.readMultipart(): fields and files go back; spooled files stay until the main thread deletes them. */
 async function parse (task: ParseTask): Promise<unknown> {
   if (!claim(task.slot)) {
@@ -117,7 +133,7 @@ async function parse (task: ParseTask): Promise<unknown> {
     return SKIPPED
   }
   try {
-    const { fields, files } = await parseUpload(task.upload)
+    const { fields, files } = await waitingForClient(task.slot, parseUpload(task.upload))
     const transfer: ArrayBuffer[] = []
     for (const file of files) {
       if (file.buffer !== undefined) {
