@@ -34,3 +34,5 @@ const factor = inline.ping.p99 / pooled.ping.p99
 console.log(`\nWith blocking: true, /ping p99 is ${num(pooled.ping.p99)} ms instead of ${num(inline.ping.p99)} ms ` +
   `(${factor >= 1 ? `${num(factor)}x lower` : `${num(1 / factor)}x higher`}), ` +
   `and the hash route serves ${num(pooled.requestsPerSec / inline.requestsPerSec)}x the requests per second.`)
+const busy = Math.max(inline.cpu.other, pooled.cpu.other)
+if (busy > 0.3) console.log(`(Other processes on this machine used up to ${num(busy)} cores meanwhile, which skews these figures.)`)
