@@ -113,13 +113,12 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     const label = routeLabel(route)
     const given = (route as { blocking?: unknown }).blocking ?? (route.config as { blocking?: unknown } | undefined)?.blocking
     const routeOptions = resolveRouteOptions(label, given, options)
+    const methods = Array.isArray(route.method) ? route.method : [route.method]
+    const takesBody = methods.some((m) => m !== 'GET' && m !== 'HEAD' && m !== 'OPTIONS')
     if (routeOptions === undefined) {
       // request.readMultipart() needs the body unread: where @fastify/multipart
       // does not leave it so, routes that can carry a body get our parser.
-      const methods = Array.isArray(route.method) ? route.method : [route.method]
-      if (methods.some((m) => m !== 'GET' && m !== 'HEAD' && m !== 'OPTIONS')) {
-        interceptMultipart(route, !this.hasContentTypeParser('multipart/form-data'))
-      }
+      if (takesBody) interceptMultipart(route, !this.hasContentTypeParser('multipart/form-data'))
       return
     }
     const definition = definitionOf(handler)
@@ -134,7 +133,7 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     }
     const record: BlockingRoute = { fn: definition.id, label, url: route.url, generator: definition.generator, options: routeOptions }
     routes.push(record)
-    if (!definition.generator) interceptMultipart(route, true)
+    if (takesBody && !definition.generator) interceptMultipart(route, true)
     route.handler = createBlockingHandler(record, scheduler, background)
   })
 
