@@ -97,7 +97,7 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     idleTimeout: options.idleTimeout,
     concurrency: STREAMS_PER_THREAD + 1,
     resourceLimits: options.resourceLimits,
-    workerData: { slots: scheduler.slots, gauges: scheduler.gauges, pool: options.pool },
+    workerData: { slots: scheduler.slots, gauges: scheduler.gauges, pool: options.pool, priority: options.priority },
     onError: (err) => fastify.log.error({ err }, 'fastify-blocking: a worker thread failed while idle; it was replaced')
   })
   scheduler.attach(pool)
@@ -142,7 +142,10 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
       // Load every handler module in a worker now, so that a handler a worker
       // cannot find is reported at startup, not on the first request.
       const fns = [...new Set(routes.map((r) => r.fn))]
-      const { missing, counts } = await pool.run({ type: 'blocking:check', fns }, undefined) as CheckOutcome
+      const { missing, counts, priorityRefused } = await pool.run({ type: 'blocking:check', fns }, undefined) as CheckOutcome
+      if (priorityRefused !== undefined) {
+        fastify.log.debug({ priority: options.priority }, `fastify-blocking: pool threads run at normal priority: ${priorityRefused}`)
+      }
       for (const route of routes) {
         const why = missing[route.fn]
         const moduleUrl = route.fn.slice(0, route.fn.lastIndexOf('#'))

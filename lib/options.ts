@@ -15,6 +15,7 @@ export interface ResolvedOptions {
   closeTimeout: number
   backgroundQueue: number
   resourceLimits: NonNullable<BlockingPluginOptions['resourceLimits']>
+  priority: number
   multipart: { limits: MultipartLimits, spoolThreshold: number }
 }
 
@@ -68,6 +69,15 @@ function limits (name: string, value: unknown): MultipartLimits {
   return out
 }
 
+/** `priority`: a nice increment for every pool thread, 0 (normal) to 19 (lowest). */
+function priority (value: unknown): number {
+  if (value === undefined) return 0
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 19) {
+    throw invalid(`options.priority must be an integer from 0 (normal) to 19 (lowest), got ${String(value)}`)
+  }
+  return value
+}
+
 export function resolveOptions (opts: BlockingPluginOptions): ResolvedOptions {
   const given = object('', opts) as BlockingPluginOptions
   const pool = given.pool ?? 'piscina'
@@ -90,6 +100,7 @@ export function resolveOptions (opts: BlockingPluginOptions): ResolvedOptions {
     closeTimeout: integer('closeTimeout', given.closeTimeout, 10_000, 0),
     backgroundQueue: integer('backgroundQueue', given.backgroundQueue, 10_000, 0),
     resourceLimits: object('resourceLimits', given.resourceLimits),
+    priority: priority(given.priority),
     multipart: {
       limits: { ...DEFAULT_MULTIPART_LIMITS, ...limits('multipart.limits', multipart.limits) },
       spoolThreshold: integer('multipart.spoolThreshold', multipart.spoolThreshold, 1_048_576, 0)

@@ -110,6 +110,14 @@ export interface BlockingPluginOptions {
     stackSizeMb?: number
   }
   multipart?: { limits?: MultipartLimits, spoolThreshold?: number }
+  /**
+   * Lowers the OS scheduling priority of every pool thread by this nice
+   * increment (0 normal, up to 19), so that the event loop wins the CPU when
+   * the pool saturates the cores. Needs the optional `@napi-rs/nice`; without
+   * it (or where the OS refuses) threads run at normal priority and it is
+   * logged once at debug level. Default 0.
+   */
+  priority?: number
 }
 
 export interface Percentiles {

@@ -16,6 +16,8 @@ export interface WorkerData {
   gauges: SharedArrayBuffer
   /** Which pool runs this worker: only used to pick the right `move()` marker. */
   pool: 'piscina' | 'tinypool'
+  /** Nice increment this thread applies to itself at start (0: normal priority). */
+  priority: number
 }
 
 // ---------------------------------------------------------------------------
@@ -233,4 +235,6 @@ export interface CheckOutcome {
   missing: Record<string, string>
   /** moduleUrl -> how many definitions the module made in the worker. */
   counts: Record<string, number>
+  /** Why this thread runs at normal priority although `priority` asked otherwise, if it does. */
+  priorityRefused?: string
 }

@@ -40,6 +40,23 @@ const move: Mover = data.pool === 'piscina'
   ? (await import('piscina')).move as Mover
   : (await import('tinypool')).Tinypool.move as Mover
 
+/**
+ * Lowers this thread's scheduling priority, so that the main thread wins the
+ * CPU whenever its event loop has work. On Linux a thread's nice value is its
+ * own, so each worker sets it for itself (tinypool has no option for it).
+ */
+async function lowerPriority (increment: number): Promise<string | undefined> {
+  if (increment === 0) return undefined
+  try {
+    const { nice } = await import('@napi-rs/nice') as { nice: (increment: number) => number }
+    nice(increment)
+    return undefined
+  } catch (err) {
+    return `${(err as Error).message}`
+  }
+}
+const priorityRefused = await lowerPriority(data.priority)
+
 const SKIPPED: Outcome = { kind: PayloadKind.Skipped }
 
 /** Says the task has started, unless the main thread cancelled it first. */
@@ -179,7 +196,9 @@ async function check (task: CheckTask): Promise<CheckOutcome> {
     const moduleUrl = id.slice(0, id.lastIndexOf('#'))
     counts[moduleUrl] = definedIn(moduleUrl)
   }
-  return { missing, counts }
+  const outcome: CheckOutcome = { missing, counts }
+  if (priorityRefused !== undefined) outcome.priorityRefused = priorityRefused
+  return outcome
 }
 
 function dispatch (task: HandleTask | RunTask | StreamTask, fn: Function): unknown {

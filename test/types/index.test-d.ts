@@ -84,3 +84,5 @@ app.post('/upload', async (request) => {
 export const upload = defineHandler(import.meta.url, (request) => {
   expectType<string | undefined>(request.files?.[0]?.path)
 })
+
+await app.register(blocking, { priority: 19 })
