@@ -1,0 +1,91 @@
+// A job's life in the scheduler (Entry) and the queues it waits in (Lane),
+// with the measurements stats() reports.
+import { createHistogram, type RecordableHistogram } from 'node:perf_hooks'
+import type { Job } from './scheduler.js'
+import type { LaneStats } from './types.js'
+import type { Outcome } from '../workers/protocol.js'
+
+export const enum Phase { Queued, Running, Done }
+
+/** A job's life in the scheduler. Created once per submission; no other per-task allocation is ours. */
+export class Entry {
+  phase = Phase.Queued
+  slot = -1
+  enqueuedAt = 0
+  dispatchedAt = 0
+  /** Set when the task timed out and its caller has already been answered. */
+  answered = false
+  timer: NodeJS.Timeout | undefined = undefined
+  /** A stream that waits for its client: it does not count against maxThreads. */
+  paused = false
+  promise!: Promise<Outcome>
+  resolve!: (outcome: Outcome) => void
+  reject!: (err: Error) => void
+  constructor (readonly job: Job) {}
+}
+
+export class Lane {
+  readonly queue: Array<Entry | undefined> = []
+  head = 0
+  /** Entries in the queue that are still waiting (cancelled ones are left as holes). */
+  waiting = 0
+  running = 0
+  completed = 0
+  failed = 0
+  readonly waitTime: RecordableHistogram = createHistogram()
+  readonly runTime: RecordableHistogram = createHistogram()
+  constructor (readonly limit: number) {}
+
+  push (entry: Entry): void {
+    this.queue.push(entry)
+    this.waiting++
+  }
+
+  /** The next waiting entry, left in the queue. */
+  peek (): Entry | undefined {
+    while (this.head < this.queue.length) {
+      const entry = this.queue[this.head]
+      if (entry !== undefined && entry.phase === Phase.Queued) return entry
+      this.queue[this.head++] = undefined
+    }
+    return undefined
+  }
+
+  shift (): Entry | undefined {
+    while (this.head < this.queue.length) {
+      const entry = this.queue[this.head]
+      this.queue[this.head++] = undefined
+      if (this.head > 1024 && this.head * 2 > this.queue.length) {
+        this.queue.splice(0, this.head)
+        this.head = 0
+      }
+      if (entry !== undefined && entry.phase === Phase.Queued) {
+        this.waiting--
+        return entry
+      }
+    }
+    return undefined
+  }
+
+  stats (): LaneStats {
+    return {
+      queued: this.waiting,
+      running: this.running,
+      completed: this.completed,
+      failed: this.failed,
+      waitTime: percentiles(this.waitTime),
+      runTime: percentiles(this.runTime)
+    }
+  }
+}
+
+function percentiles (h: RecordableHistogram): { p50: number, p99: number } {
+  if (h.count === 0) return { p50: 0, p99: 0 }
+  // Recorded in microseconds (histograms take integers); reported in ms.
+  return { p50: h.percentile(50) / 1000, p99: h.percentile(99) / 1000 }
+}
+
+export function record (h: RecordableHistogram, ms: number): void {
+  h.record(Math.max(1, Math.round(ms * 1000)))
+}
+
