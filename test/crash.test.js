@@ -23,7 +23,7 @@ for (const pool of pools) {
   })
 
   test(`${pool}: a thread that runs out of memory gives 500 and is replaced`, async (t) => {
-    const app = await build(t, pool, { maxThreads: 1, resourceLimits: { maxOldGenerationSizeMb: 32, maxYoungGenerationSizeMb: 8 } })
+    const app = await build(t, pool, { maxThreads: 1, resourceLimits: { maxOldGenerationSizeMb: 96, maxYoungGenerationSizeMb: 16 } })
     app.get('/oom', { blocking: true }, f.oom)
     app.get('/quick', { blocking: true }, f.quick)
     const res = await app.inject('/oom')
