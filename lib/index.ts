@@ -98,6 +98,7 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     concurrency: STREAMS_PER_THREAD + 1,
     resourceLimits: options.resourceLimits,
     workerData: { slots: scheduler.slots, gauges: scheduler.gauges, pool: options.pool, priority: options.priority },
+    isBusy: (threadId) => scheduler.isBusy(threadId),
     onError: (err) => fastify.log.error({ err }, 'fastify-blocking: a worker thread failed while idle; it was replaced')
   })
   scheduler.attach(pool)
@@ -114,7 +115,8 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     const given = (route as { blocking?: unknown }).blocking ?? (route.config as { blocking?: unknown } | undefined)?.blocking
     const routeOptions = resolveRouteOptions(label, given, options)
     const methods = Array.isArray(route.method) ? route.method : [route.method]
-    const takesBody = methods.some((m) => m !== 'GET' && m !== 'HEAD' && m !== 'OPTIONS')
+    // Fastify reads no body for GET and HEAD.
+    const takesBody = methods.some((m) => m !== 'GET' && m !== 'HEAD')
     if (routeOptions === undefined) {
       // request.readMultipart() needs the body unread: where @fastify/multipart
       // does not leave it so, routes that can carry a body get our parser.

@@ -223,7 +223,8 @@ export function readMultipart (
       lane: 'request',
       label: `${request.method} ${request.url}: readMultipart()`,
       timeout: plugin.taskTimeout,
-      transferList: [upload.spec.port]
+      transferList: [upload.spec.port],
+      stream: true
     })
   } catch (err) {
     void upload.cleanup()

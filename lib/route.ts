@@ -113,7 +113,15 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
     }
     let entry: ReturnType<Scheduler['submit']>
     try {
-      entry = scheduler.submit({ task, lane: 'request', label, timeout, transferList: upload === undefined ? undefined : [upload.spec.port] })
+      entry = scheduler.submit({
+        task,
+        lane: 'request',
+        label,
+        timeout,
+        transferList: upload === undefined ? undefined : [upload.spec.port],
+        // An upload waits for its client as a stream does, and counts as one.
+        stream: upload !== undefined
+      })
     } catch (err) {
       if (err instanceof FST_BLOCKING_QUEUE_FULL) reply.header('retry-after', scheduler.retryAfter())
       void upload?.cleanup()

@@ -71,6 +71,8 @@ export class Scheduler {
   private readonly state: Int32Array
   private readonly start: Float64Array
   private readonly free: number[] = []
+  /** Entries handed to the pool and not settled (the balancer asks which threads are busy). */
+  private readonly inFlight = new Set<Entry>()
   /** Tasks counted against capacity: dispatched, minus streams paused for their clients. */
   private active = 0
   private streams = 0
@@ -164,6 +166,17 @@ export class Scheduler {
     return this.active < this.options.capacity && this.free.length > 0 && (job.stream !== true || this.streams < this.maxStreams)
   }
 
+  /** Whether a thread runs a task now, as opposed to holding only tasks that wait for their clients. */
+  isBusy (threadId: number): boolean {
+    for (const entry of this.inFlight) {
+      if (entry.paused) continue
+      const thread = Atomics.load(this.state, entry.slot * SLOT_INTS + SLOT_THREAD)
+      // A task no thread has claimed yet may be on any of them.
+      if (thread === threadId || thread === 0) return true
+    }
+    return false
+  }
+
   /** A stream has produced all its client allowed: it waits, and its thread may run other work. */
   pause (entry: Entry): void {
     if (entry.paused || entry.phase !== Phase.Running) return
@@ -209,6 +222,7 @@ export class Scheduler {
     const slot = this.free.pop() as number
     const { job } = entry
     entry.phase = Phase.Running
+    this.inFlight.add(entry)
     entry.slot = slot
     entry.dispatchedAt = now()
     this.active++
@@ -216,6 +230,7 @@ export class Scheduler {
     this.lanes[job.lane].running++
     record(this.lanes[job.lane].waitTime, entry.dispatchedAt - entry.enqueuedAt)
     Atomics.store(this.state, slot * SLOT_INTS + SLOT_STATE, SlotState.Posted)
+    Atomics.store(this.state, slot * SLOT_INTS + SLOT_THREAD, 0)
     this.start[slot * (SLOT_INTS / 2) + SLOT_START_F64] = 0
     job.task.slot = slot
     if (job.timeout > 0) {
@@ -239,14 +254,15 @@ export class Scheduler {
   private checkTimeout (entry: Entry): void {
     const { slot, job } = entry
     const state = Atomics.load(this.state, slot * SLOT_INTS + SLOT_STATE)
-    if (state === SlotState.Posted || state === SlotState.Waiting) {
-      // No thread has started it yet (one is booting), or it is a stream waiting
-      // for its client: the clock is not running.
+    const started = this.start[slot * (SLOT_INTS / 2) + SLOT_START_F64]!
+    if (state === SlotState.Posted || state === SlotState.Waiting || started === 0) {
+      // No thread has started it yet (one is booting, or it was cancelled and
+      // will be skipped), or it waits for its client: the clock is not running.
       entry.timer = setTimeout(() => this.checkTimeout(entry), job.timeout)
       entry.timer.unref()
       return
     }
-    const elapsed = now() - this.start[slot * (SLOT_INTS / 2) + SLOT_START_F64]!
+    const elapsed = now() - started
     if (state === SlotState.Running && elapsed < job.timeout) {
       entry.timer = setTimeout(() => this.checkTimeout(entry), Math.ceil(job.timeout - elapsed))
       entry.timer.unref()
@@ -260,7 +276,7 @@ export class Scheduler {
     this.lanes[job.lane].failed++
     entry.reject(new FST_BLOCKING_TIMEOUT(job.label, job.timeout))
     const thread = Atomics.load(this.state, slot * SLOT_INTS + SLOT_THREAD)
-    entry.timer = setTimeout(() => this.pool?.terminate(thread), TIMEOUT_GRACE_MS)
+    entry.timer = setTimeout(() => { if (thread !== 0) this.pool?.terminate(thread) }, TIMEOUT_GRACE_MS)
     entry.timer.unref()
   }
 
@@ -278,6 +294,7 @@ export class Scheduler {
     // Wakes a worker-side Atomics.waitAsync() on this slot, if any (see workers/signal.ts).
     Atomics.notify(this.state, slot * SLOT_INTS + SLOT_STATE)
     this.free.push(slot)
+    this.inFlight.delete(entry)
     entry.phase = Phase.Done
     if (!entry.paused) this.active--
     if (job.stream === true) this.streams--

@@ -46,7 +46,8 @@ function find (value: unknown, path: string[], seen: Set<object> | undefined): s
   if (type !== 'object' || value === null) return undefined
   const obj = value as object
   if (ArrayBuffer.isView(obj) || obj instanceof ArrayBuffer || obj instanceof Date || obj instanceof RegExp || obj instanceof Error) return undefined
-  if (obj instanceof Promise || obj instanceof WeakMap || obj instanceof WeakSet || obj instanceof WeakRef || obj instanceof MessagePort) {
+  if (obj instanceof Promise || obj instanceof WeakMap || obj instanceof WeakSet || obj instanceof WeakRef || obj instanceof MessagePort ||
+    obj instanceof ReadableStream || obj instanceof WritableStream || obj instanceof TransformStream) {
     return `a ${obj.constructor.name} cannot be cloned`
   }
   const tag = Object.prototype.toString.call(obj)

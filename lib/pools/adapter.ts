@@ -12,6 +12,8 @@ export interface PoolConfig {
   concurrency: number
   resourceLimits: Record<string, number | undefined>
   workerData: WorkerData
+  /** Whether a thread runs a task now (not only tasks waiting for their clients). */
+  isBusy: (threadId: number) => boolean
   /** An error the pool raised outside any task (a thread that died while idle). */
   onError: (err: Error) => void
 }
