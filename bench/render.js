@@ -31,7 +31,7 @@ function counted (result) {
       note: `${plural(clean.size, 'round')} counted; ${plural(rounds.size - clean.size, 'more round')} set aside as disturbed (${limit})`
     }
   }
-  return { runs: result.runs, reps: rounds.size, note: `${plural(rounds.size, 'round')}, all counted although ${clean.size === 0 ? 'every one' : `all but ${clean.size}`} was disturbed (a round is disturbed when ${limit}): read these figures as measured on a busy machine` }
+  return { runs: result.runs, reps: rounds.size, note: `${plural(rounds.size, 'round')}, all counted although ${clean.size === 0 ? 'every one was' : `all but ${clean.size} were`} disturbed (a round is disturbed when ${limit}): read these figures as measured on a busy machine` }
 }
 
 export function render (latest) {

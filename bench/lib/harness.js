@@ -10,6 +10,10 @@ import { cpuMeter } from './cpu.js'
 
 const probeFile = fileURLToPath(new URL('./probe.js', import.meta.url))
 
+// Killed with SIGTERM or SIGHUP, exit properly, so that the 'exit' hooks
+// below stop the servers this process started.
+for (const signal of ['SIGTERM', 'SIGHUP']) process.once(signal, () => process.exit(128 + 15))
+
 /**
  * Starts `node file ...args` and waits for it to print its address
  * (`http://127.0.0.1:PORT`) on stdout.
