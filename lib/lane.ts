@@ -41,6 +41,26 @@ export class Lane {
     this.waiting++
   }
 
+  /**
+   * Takes the first waiting entry that `fits`, in queue order. Usually the
+   * head; past the streams' cap, the first task that is not a stream, so that
+   * a stream waiting for a place never holds up the requests behind it.
+   */
+  take (fits: (entry: Entry) => boolean): Entry | undefined {
+    const head = this.peek()
+    if (head === undefined) return undefined
+    if (fits(head)) return this.shift()
+    for (let i = this.head + 1; i < this.queue.length; i++) {
+      const entry = this.queue[i]
+      if (entry !== undefined && entry.phase === Phase.Queued && fits(entry)) {
+        this.queue[i] = undefined
+        this.waiting--
+        return entry
+      }
+    }
+    return undefined
+  }
+
   /** The next waiting entry, left in the queue. */
   peek (): Entry | undefined {
     while (this.head < this.queue.length) {

@@ -158,6 +158,8 @@ export class Scheduler {
     } else {
       lane.push(entry)
       if (job.lane === 'background') this.publish()
+      // Threads may be free while the queue's head waits for the streams' cap.
+      if (this.active < this.options.capacity && this.free.length > 0) this.next()
     }
     return entry
   }
@@ -222,7 +224,6 @@ export class Scheduler {
     const slot = this.free.pop() as number
     const { job } = entry
     entry.phase = Phase.Running
-    this.inFlight.add(entry)
     entry.slot = slot
     entry.dispatchedAt = now()
     this.active++
@@ -240,6 +241,9 @@ export class Scheduler {
     let ran: Promise<unknown>
     try {
       ran = pool.run(job.task, job.transferList)
+      // Added after run(): piscina's balancer, which asks isBusy() inside
+      // run(), must not count the task it is placing.
+      this.inFlight.add(entry)
     } catch (err) {
       // piscina and tinypool clone the task synchronously: an argument that
       // cannot cross threads throws here.
@@ -329,11 +333,10 @@ export class Scheduler {
   }
 
   private next (): void {
-    for (;;) {
-      const lane = this.lanes.request.waiting > 0 ? this.lanes.request : this.lanes.background
-      const entry = lane.peek()
-      if (entry === undefined || !this.canDispatch(entry.job)) break
-      lane.shift()
+    const fits = (entry: Entry): boolean => this.canDispatch(entry.job)
+    while (this.active < this.options.capacity && this.free.length > 0) {
+      const entry = this.lanes.request.take(fits) ?? this.lanes.background.take(fits)
+      if (entry === undefined) break
       this.dispatch(entry)
     }
     this.publish()

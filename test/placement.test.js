@@ -53,3 +53,53 @@ for (const pool of pools) {
     await t.rejects(app.ready(), { code: 'FST_BLOCKING_HANDLER_NOT_DEFINED', message: /GET \/second: its module makes 3 definitions on the main thread but 2 in a worker thread/ })
   })
 }
+
+/** Opens a stream from /big and pauses it: the generator soon waits for its client. */
+function pausedStream (port) {
+  return new Promise((resolve) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path: '/big?n=100000' }, (res) => {
+      res.pause()
+      resolve(res)
+    })
+    req.on('error', () => {})
+    req.end()
+  })
+}
+
+test('piscina: a task goes beside streams that wait for their clients before a new thread starts', async (t) => {
+  const app = await build(t, 'piscina', { maxThreads: 2, minThreads: 1 })
+  app.get('/big', { blocking: true }, s.big)
+  app.get('/quick', { blocking: true }, f.quick)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address()
+  t.equal(app.blocking.stats().threads, 1)
+  const stream = await pausedStream(port)
+  await until(() => app.blocking.stats().running === 1, { what: 'the stream' })
+  // Let the stream use its credit and wait (its thread is then quiet).
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.equal((await app.inject('/quick')).statusCode, 200)
+  t.equal(app.blocking.stats().threads, 1, 'no second thread was needed')
+  stream.destroy()
+})
+
+for (const pool of pools) {
+  test(`${pool}: past the streams' cap, a queued stream does not hold up requests behind it`, async (t) => {
+    const app = await build(t, pool, { maxThreads: 1 })
+    app.get('/big', { blocking: true }, s.big)
+    app.get('/quick', { blocking: true }, f.quick)
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const { port } = app.server.address()
+    const streams = []
+    for (let i = 0; i < 16; i++) streams.push(await pausedStream(port))
+    await until(() => app.blocking.stats().running === 16, { what: '16 streams' })
+    // The 17th waits for a place; the request behind it must not.
+    const req = httpRequest({ host: '127.0.0.1', port, path: '/big?n=100000' })
+    req.on('error', () => {})
+    req.end()
+    await until(() => app.blocking.stats().queued === 1, { what: 'the 17th stream to queue' })
+    t.equal((await app.inject('/quick')).statusCode, 200)
+    req.destroy()
+    for (const stream of streams) stream.destroy()
+    await until(() => app.blocking.stats().running === 0 && app.blocking.stats().queued === 0, { what: 'every stream to end' })
+  })
+}
