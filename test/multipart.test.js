@@ -1,6 +1,7 @@
 import { test } from 'tap'
 import { createHash } from 'node:crypto'
-import { existsSync, readdirSync } from 'node:fs'
+import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
+import { join } from 'node:path'
 import { request as httpRequest } from 'node:http'
 import { tmpdir } from 'node:os'
 import multipartPlugin from '@fastify/multipart'
@@ -8,7 +9,12 @@ import { build, pools, until } from './helpers.js'
 import * as u from './fixtures/uploads.js'
 
 const sha1 = (data) => createHash('sha1').update(data).digest('hex')
-const spooledFiles = () => readdirSync(tmpdir()).filter((f) => f.startsWith('fastify-blocking-'))
+// Worker threads spool into os.tmpdir(), which follows TMPDIR: give this file's
+// workers a directory of their own, so that counting its files is exact.
+const spoolDir = mkdtempSync(join(tmpdir(), 'fastify-blocking-test-'))
+process.env.TMPDIR = spoolDir
+test.teardown(() => rmSync(spoolDir, { recursive: true, force: true }))
+const spooledFiles = () => readdirSync(spoolDir).filter((f) => f.startsWith('fastify-blocking-'))
 
 async function listen (app) {
   await app.listen({ port: 0, host: '127.0.0.1' })
