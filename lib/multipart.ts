@@ -18,7 +18,7 @@ import { resolveInteger, resolveLimits, type ResolvedOptions } from './options.j
 import { payloadOf } from './route.js'
 import type { Scheduler } from './scheduler.js'
 import type { ReadMultipartOptions, ReadMultipartResult } from './types.js'
-import { copyBytes, ownBuffer } from '../workers/clone.js'
+import { copyBytes } from '../workers/clone.js'
 import type { ParseTask, UploadControl, UploadLimits, UploadMessage, UploadSpec } from '../workers/protocol.js'
 
 const PRIVATE_TYPE = 'application/x-fastify-blocking-multipart'
@@ -116,10 +116,11 @@ export function startUpload (body: Readable, contentType: string, limits: Upload
   const post = (message: UploadMessage, transfer?: ArrayBuffer[]): void => port.postMessage(message, transfer)
 
   const onData = (chunk: Buffer): void => {
-    // A chunk that owns its memory is moved; one that shares it (a slice of
-    // the socket's read buffer) is copied once into memory of its own.
-    const own = ownBuffer(chunk)
-    const bytes = own !== undefined ? chunk : copyBytes(chunk)
+    // Copied once into memory of its own, which is then moved: a chunk's own
+    // memory may be a slice of the socket's read buffer, or still belong to
+    // whoever produced it (app.inject() reuses its boundary bytes), and moving
+    // it would empty it under them. A memcpy costs a few microseconds per 64 KiB.
+    const bytes = copyBytes(chunk)
     post({ type: 'upload:chunk', chunk: bytes }, [bytes.buffer as ArrayBuffer])
     credit -= bytes.byteLength
     if (credit <= 0) body.pause()

@@ -1,4 +1,4 @@
-import { test } from 'tap'
+import tap, { test } from 'tap'
 import { createHash } from 'node:crypto'
 import { existsSync, mkdtempSync, readdirSync, rmSync } from 'node:fs'
 import { join } from 'node:path'
@@ -13,7 +13,7 @@ const sha1 = (data) => createHash('sha1').update(data).digest('hex')
 // workers a directory of their own, so that counting its files is exact.
 const spoolDir = mkdtempSync(join(tmpdir(), 'fastify-blocking-test-'))
 process.env.TMPDIR = spoolDir
-test.teardown(() => rmSync(spoolDir, { recursive: true, force: true }))
+tap.teardown(() => rmSync(spoolDir, { recursive: true, force: true }))
 const spooledFiles = () => readdirSync(spoolDir).filter((f) => f.startsWith('fastify-blocking-'))
 
 async function listen (app) {
@@ -219,5 +219,20 @@ for (const pool of pools) {
     const res = await response
     t.equal(res.status, 200)
     t.equal(JSON.parse(res.body).files[0].size, 'first half;second half'.length)
+  })
+}
+
+for (const pool of pools) {
+  test(`${pool}: app.inject() with several files (its chunks are not ours to move)`, async (t) => {
+    const app = await build(t, pool)
+    app.post('/upload', { blocking: true }, u.echoUpload)
+    const body = form([['a', 'one', 'a.txt'], ['b', 'two', 'b.txt'], ['c', 'three', 'c.txt']])
+    const request = new Request('http://x/upload', { method: 'POST', body })
+    const payload = Buffer.from(await request.arrayBuffer())
+    const res = await app.inject({ method: 'POST', url: '/upload', headers: { 'content-type': request.headers.get('content-type') }, payload })
+    t.equal(res.statusCode, 200)
+    t.same(res.json().files.map((f) => f.size), [3, 3, 5])
+    const res2 = await app.inject({ method: 'POST', url: '/upload', body: form([['a', 'one', 'a.txt'], ['b', 'two', 'b.txt']]) })
+    t.equal(res2.statusCode, 200, 'a FormData body given to inject as is')
   })
 }

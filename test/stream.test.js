@@ -80,6 +80,8 @@ for (const pool of pools) {
     res.destroy()
     await until(() => app.blocking.stats().running === 0, { what: 'the stream to end', timeout: 1000 })
     t.equal(await app.blocking.run(s.finallyCount), 1, 'finally ran in the worker')
+    await until(() => app.logs.some((l) => l.msg === 'big stream finally' && l.reqId), { what: 'the log line of finally' })
+    t.pass('what the generator logged after its client left reached the logger')
     t.ok(await app.blocking.run(s.producedBytes) < 100000 * 65_536)
   })
 

@@ -103,7 +103,11 @@ export async function runStream (task: StreamTask, fn: Function, state: Int32Arr
   } finally {
     port.close()
   }
-  return cancelled ? { kind: PayloadKind.Skipped } : { kind: PayloadKind.Empty }
+  // The port may be closed (the client went away): what the handler logged goes back with the task.
+  if (!cancelled) return { kind: PayloadKind.Empty }
+  const skipped: Outcome = { kind: PayloadKind.Skipped }
+  if (reply.logs.length > 0) skipped.logs = reply.logs
+  return skipped
 }
 
 export type { MessagePort }
