@@ -77,6 +77,12 @@ export function contenderRows (runs, contenders, labels, columns) {
   })
 }
 
+/** A sentence on other processes' CPU during a contender's runs, when it was enough to matter; else ''. */
+export function busyNote (runs, contender, above = 0.3) {
+  const other = spread(byContender(runs, contender), (r) => r.cpu.other).median
+  return other > above ? ` Besides, other processes of the shared machine took a median ${num(other)} cores during these runs.` : ''
+}
+
 /** A sentence on failed requests (errors, timeouts, non-2xx answers). */
 export function failures (runs, labels) {
   const failed = runs.filter((r) => r.errors + r.non2xx > 0)
@@ -99,7 +105,8 @@ export function target ({ what, goal, measured, test, format = num, limit }) {
 
 export function targetsTable (targets) {
   const rows = targets.map((t) => [t.what, t.goal, t.measured, t.pass ? '**PASS**' : '**MISS**'])
-  const misses = targets.filter((t) => !t.pass && t.limit !== undefined)
-  const why = misses.map((t) => `- MISS, ${t.what}: ${t.limit}`).join('\n')
+  const misses = new Map() // limit -> the targets it explains
+  for (const t of targets.filter((t) => !t.pass && t.limit !== undefined)) misses.set(t.limit, [...(misses.get(t.limit) ?? []), t.what])
+  const why = [...misses].map(([limit, whats]) => `- MISS, ${whats.join('; ')}: ${limit}`).join('\n')
   return table(['target', 'goal', 'measured: median (range)', 'verdict'], rows) + (why === '' ? '' : `\n\n${why}`)
 }

@@ -2,7 +2,7 @@
 // probe sends GET /ping every 5 ms. Does /ping stay fast, and does the CPU
 // route get the second core?
 import { measure } from '../lib/harness.js'
-import { byContender, contenderRows, failures, num, plural, ratio, spread, table, target, targetsTable, times, withSpread } from '../lib/report.js'
+import { busyNote, byContender, contenderRows, failures, num, plural, ratio, spread, table, target, targetsTable, times, withSpread } from '../lib/report.js'
 import { blockingPools, contenders, labels } from './contenders.js'
 
 export const id = 'event-loop'
@@ -48,40 +48,43 @@ export function render ({ settings, runs, reps }) {
     withSpread(ratio(runs, pool, 'inline', rps), times),
     withSpread(ratio(runs, pool, 'by-hand', rps), times)
   ])
-  const targets = blockingPools.flatMap((pool) => [
-    target({
-      what: `${pool}: /ping p99`,
-      goal: '≤ 15 ms',
-      measured: spread(byContender(runs, pool), p99),
-      test: (v) => v <= 15,
-      format: (v) => `${num(v)} ms`,
-      limit: CORES_LIMIT
-    }),
-    target({
-      what: `${pool}: /ping p99 vs inline`,
-      goal: '≤ 0.1x',
-      measured: ratio(runs, pool, 'inline', p99),
-      test: (v) => v <= 0.1,
-      format: times,
-      limit: CORES_LIMIT
-    }),
-    target({
-      what: `${pool}: /cpu req/s vs inline`,
-      goal: '≥ 1.2x',
-      measured: ratio(runs, pool, 'inline', rps),
-      test: (v) => v >= 1.2,
-      format: times,
-      limit: 'two threads can at most double what one core does inline, and here they share the two cores with autocannon, the probe and the main thread.'
-    }),
-    target({
-      what: `${pool}: /cpu req/s vs piscina by hand`,
-      goal: '≥ 0.9x',
-      measured: ratio(runs, pool, 'by-hand', rps),
-      test: (v) => v >= 0.9,
-      format: times,
-      limit: 'both send each request to one of the same number of threads; a gap here is the cost of the plugin\'s own work per request (see the overhead scenario) or noise of the shared machine (see the range).'
-    })
-  ])
+  const targets = blockingPools.flatMap((pool) => {
+    const busy = busyNote(runs, pool)
+    return [
+      target({
+        what: `${pool}: /ping p99`,
+        goal: '≤ 15 ms',
+        measured: spread(byContender(runs, pool), p99),
+        test: (v) => v <= 15,
+        format: (v) => `${num(v)} ms`,
+        limit: CORES_LIMIT + busy
+      }),
+      target({
+        what: `${pool}: /ping p99 vs inline`,
+        goal: '≤ 0.1x',
+        measured: ratio(runs, pool, 'inline', p99),
+        test: (v) => v <= 0.1,
+        format: times,
+        limit: CORES_LIMIT + busy
+      }),
+      target({
+        what: `${pool}: /cpu req/s vs inline`,
+        goal: '≥ 1.2x',
+        measured: ratio(runs, pool, 'inline', rps),
+        test: (v) => v >= 1.2,
+        format: times,
+        limit: 'two threads can at most double what one core does inline, and here they share the two cores with autocannon, the probe and the main thread.' + busy
+      }),
+      target({
+        what: `${pool}: /cpu req/s vs piscina by hand`,
+        goal: '≥ 0.9x',
+        measured: ratio(runs, pool, 'by-hand', rps),
+        test: (v) => v >= 0.9,
+        format: times,
+        limit: 'both send each request to one of the same number of threads; a gap here is the cost of the plugin\'s own work per request (see the overhead scenario) or noise of the shared machine (see the range).' + busy
+      })
+    ]
+  })
   return { targets, body: `
 ${settings.connections} autocannon connections send \`GET /cpu\` back to back for each run's
 measured seconds; the route does ${num(settings.iterations)} pbkdf2-sha256 rounds

@@ -1,7 +1,7 @@
 // b. Per-request overhead: a trivial route ({ ok: true }) under load, then
 // unloaded. What does a trip to a worker thread cost?
 import { measure, unloaded } from '../lib/harness.js'
-import { contenderRows, difference, failures, num, plural, ratio, table, target, targetsTable, times, withSpread } from '../lib/report.js'
+import { busyNote, contenderRows, difference, failures, num, plural, ratio, table, target, targetsTable, times, withSpread } from '../lib/report.js'
 import { blockingPools, contenders, labels } from './contenders.js'
 
 export const id = 'overhead'
@@ -68,7 +68,7 @@ export function render ({ settings, runs, reps, duration, threads }) {
     format: times,
     limit: 'see the main thread µs/req above: what the plugin adds there (a snapshot of the request to clone, ' +
       'the scheduler, replaying status and headers) comes straight out of req/s when two cores are shared by ' +
-      'everything; a gap within the range of the rounds is the shared machine\'s noise.'
+      'everything; a gap within the range of the rounds is the shared machine\'s noise.' + busyNote(runs, pool)
   }))
   return { targets, body: `
 The route returns \`{ ok: true }\`; every pool has the same ${threads} threads.
