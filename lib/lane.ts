@@ -18,6 +18,8 @@ export class Entry {
   timer: NodeJS.Timeout | undefined = undefined
   /** A stream that waits for its client: it does not count against maxThreads. */
   paused = false
+  /** Sent back to the queue once already, after its thread died before it started. */
+  retried = false
   promise!: Promise<Outcome>
   resolve!: (outcome: Outcome) => void
   reject!: (err: Error) => void
@@ -35,6 +37,13 @@ export class Lane {
   readonly waitTime: RecordableHistogram = createHistogram()
   readonly runTime: RecordableHistogram = createHistogram()
   constructor (readonly limit: number) {}
+
+  /** Puts an entry back at the head of the queue. */
+  unshift (entry: Entry): void {
+    if (this.head > 0) this.queue[--this.head] = entry
+    else this.queue.unshift(entry)
+    this.waiting++
+  }
 
   push (entry: Entry): void {
     this.queue.push(entry)

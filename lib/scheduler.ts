@@ -303,6 +303,15 @@ export class Scheduler {
     if (!entry.paused) this.active--
     if (job.stream === true) this.streams--
     lane.running--
+    if (err !== undefined && started === 0 && !entry.answered && !entry.retried && !this.closing && err.name !== 'DataCloneError') {
+      // Its thread died (another task on it timed out or crashed) before it
+      // started it: it has not run, so it goes back to the head of its queue, once.
+      entry.retried = true
+      entry.phase = Phase.Queued
+      lane.unshift(entry)
+      this.next()
+      return
+    }
     if (!entry.answered) {
       if (err === undefined && outcome !== undefined && outcome.kind !== PayloadKind.Error) {
         lane.completed++
