@@ -45,7 +45,8 @@ const WORK_MS = 20
 const DISTURBED = 0.3
 /** Rounds run at most beyond --reps to make up for disturbed ones. */
 const EXTRA_ROUNDS = 2
-const reps = Number(flags.reps ?? (flags.quick ? 1 : 5))
+/** Rounds per scenario: --reps, else 1 with --quick, else the scenario's defaults.reps, else 5. */
+const repsOf = (scenario) => Number(flags.reps ?? (flags.quick ? 1 : scenario.defaults.reps ?? 5))
 
 function log (line) {
   console.log(`[${new Date().toISOString().slice(11, 19)}] ${line}`)
@@ -79,6 +80,7 @@ mkdirSync(resultsDir, { recursive: true })
 for (const scenario of selected) {
   const warmup = Number(flags.warmup ?? (flags.quick ? 0.5 : scenario.defaults.warmup))
   const duration = Number(flags.duration ?? (flags.quick ? 2 : scenario.defaults.duration))
+  const reps = repsOf(scenario)
   const failures = []
   const ctx = {
     reps,
@@ -91,9 +93,10 @@ for (const scenario of selected) {
     /**
      * Measures each contender once per round, each time on a fresh server,
      * until `reps` rounds were undisturbed (see DISTURBED) or EXTRA_ROUNDS
-     * more were run.
+     * more were run. `server` (default bench/servers/server.js) is the
+     * server file, `env` more environment for it.
      */
-    async rounds (contenders, measureOne) {
+    async rounds (contenders, measureOne, { server: file = serverFile, env } = {}) {
       const runs = []
       let clean = 0
       for (let rep = 1; clean < reps && rep <= reps + EXTRA_ROUNDS; rep++) {
@@ -102,7 +105,7 @@ for (const scenario of selected) {
         for (const contender of order) {
           let server
           try {
-            server = await startServer(serverFile, [contender, String(THREADS)], { env: { BENCH_ITERATIONS: String(iterations) } })
+            server = await startServer(file, [contender, String(THREADS)], { env: { BENCH_ITERATIONS: String(iterations), ...env } })
             const { summary, ...result } = await measureOne(server)
             if (server.exited !== undefined) throw new Error(`the server ended during the run (${server.exited})`)
             round.push({ contender, rep, ...result })

@@ -6,8 +6,14 @@
 //   render(result)  a markdown section, with its targets marked PASS or MISS
 // ctx (see bench/run.js): { reps, warmup, duration, threads, iterations,
 // rounds(contenders, measureOne), log }.
+// defaults may also give `reps`, the rounds run.js makes unless told (else 5);
+// rounds() takes { server, env } for a server file other than server.js.
 // Streaming, background tasks and multipart get a module each here.
 import * as eventLoop from './event-loop.js'
 import * as overhead from './overhead.js'
+import * as stream from './stream.js'
+import * as background from './background.js'
+import * as multipart from './multipart.js'
 
 export const scenarios = [eventLoop, overhead]
+scenarios.push(stream, background, multipart)

@@ -1,0 +1,34 @@
+// The server of the stream scenario:
+//
+//   node bench/servers/stream.js <inline|piscina|tinypool> [threads]
+//
+// GET /stream?mib=N sends N MiB (default 256) in 64 KiB chunks made by one
+// generator (worker-functions.js): a blocking generator handler on the given
+// pool, or inline, the same generator sent as Readable.from(gen()) by the main
+// thread.
+import { Readable } from 'node:stream'
+import Fastify from 'fastify'
+import blocking from 'fastify-blocking'
+import { serve } from './listen.js'
+import { chunks, stream, streamBytes } from './worker-functions.js'
+
+const [contender, threadsArg = '2'] = process.argv.slice(2)
+const threads = Number(threadsArg)
+
+const app = Fastify({ logger: false })
+switch (contender) {
+  case 'inline':
+    app.get('/stream', (request, reply) => {
+      reply.type('application/octet-stream')
+      return reply.send(Readable.from(chunks(streamBytes(request.query))))
+    })
+    break
+  case 'piscina':
+  case 'tinypool':
+    await app.register(blocking, { pool: contender, maxThreads: threads, minThreads: threads, idleTimeout: 60_000 })
+    app.get('/stream', { blocking: true }, stream)
+    break
+  default:
+    throw new Error(`unknown contender ${contender}`)
+}
+await serve(app, contender)
