@@ -9,7 +9,8 @@
 // private one whose parser leaves the body unread, and restores it in
 // preValidation: no parser of anyone else's is touched.
 import { unlink } from 'node:fs/promises'
-import type { IncomingMessage } from 'node:http'
+import { IncomingMessage } from 'node:http'
+import { Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import { MessageChannel } from 'node:worker_threads'
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler, preValidationHookHandler } from 'fastify'
@@ -18,7 +19,7 @@ import { resolveInteger, resolveLimits, type ResolvedOptions } from './options.j
 import { payloadOf } from './route.js'
 import type { Scheduler } from './scheduler.js'
 import type { ReadMultipartOptions, ReadMultipartResult } from './types.js'
-import { copyBytes } from '../workers/clone.js'
+import { copyBytes, ownBuffer } from '../workers/clone.js'
 import type { ParseTask, UploadControl, UploadLimits, UploadMessage, UploadSpec } from '../workers/protocol.js'
 
 const PRIVATE_TYPE = 'application/x-fastify-blocking-multipart'
@@ -115,12 +116,13 @@ export function startUpload (body: Readable, contentType: string, limits: Upload
   let stopped = false
   const post = (message: UploadMessage, transfer?: ArrayBuffer[]): void => port.postMessage(message, transfer)
 
+  // A chunk read from a real socket is a fresh allocation that nobody else
+  // holds: when it owns its whole buffer, it is moved. Anything else (a slice
+  // of a larger read, or bytes app.inject() or a preParsing stream may still
+  // hold) is copied once into memory of its own, which is then moved.
+  const fromSocket = body instanceof IncomingMessage && body.socket instanceof Socket
   const onData = (chunk: Buffer): void => {
-    // Copied once into memory of its own, which is then moved: a chunk's own
-    // memory may be a slice of the socket's read buffer, or still belong to
-    // whoever produced it (app.inject() reuses its boundary bytes), and moving
-    // it would empty it under them. A memcpy costs a few microseconds per 64 KiB.
-    const bytes = copyBytes(chunk)
+    const bytes = fromSocket && ownBuffer(chunk) !== undefined ? chunk : copyBytes(chunk)
     post({ type: 'upload:chunk', chunk: bytes }, [bytes.buffer as ArrayBuffer])
     credit -= bytes.byteLength
     if (credit <= 0) body.pause()

@@ -165,7 +165,12 @@ export class Scheduler {
   }
 
   private canDispatch (job: Job): boolean {
-    return this.active < this.options.capacity && this.free.length > 0 && (job.stream !== true || this.streams < this.maxStreams)
+    if (this.active >= this.options.capacity || this.free.length === 0) return false
+    if (job.stream === true) return this.streams < this.maxStreams
+    // Background tasks leave one thread to requests (when there are two or more):
+    // a request then waits for no background task at all.
+    if (job.lane === 'background') return this.lanes.background.running < Math.max(1, this.options.capacity - 1)
+    return true
   }
 
   /** Whether a thread runs a task now, as opposed to holding only tasks that wait for their clients. */

@@ -17,6 +17,9 @@ import type { UploadControl, UploadMessage, UploadSpec } from './protocol.js'
 
 export type ParsedFile = WorkerFile
 
+/** Bytes of credit the worker gives back at once: a quarter of the main thread's 1 MiB window. */
+const CREDIT_BATCH = 262_144
+
 export interface ParsedUpload {
   fields: Record<string, string | string[]>
   files: ParsedFile[]
@@ -144,19 +147,30 @@ export function parseUpload (spec: UploadSpec): Promise<ParsedUpload> {
     port.on('close', () => {
       if (!settled && failed === undefined) fail(new FST_BLOCKING_MULTIPART_INVALID('the request body ended early (the client went away)'))
     })
+    // Credit goes back once busboy has taken the bytes (its callback runs when
+    // it is ready for more, later if a file part is paused), in batches: one
+    // message per quarter of the window, not one per chunk.
+    let owed = 0
+    // Says "started": the main thread stops counting the task against maxThreads while the body arrives.
+    send({ type: 'upload:more', credit: 0 })
+    const repay = (bytes: number): void => {
+      owed += bytes
+      if (failed === undefined && owed >= CREDIT_BATCH) {
+        send({ type: 'upload:more', credit: owed })
+        owed = 0
+      }
+    }
     port.on('message', (message: UploadMessage) => {
       if (failed !== undefined) return
       switch (message.type) {
         case 'upload:chunk': {
           const { chunk } = message
-          // Credit goes back once busboy has taken the bytes (its callback runs
-          // when it is ready for more, later if a file part is paused).
-          busboy.write(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength), () => {
-            if (failed === undefined) send({ type: 'upload:more', credit: chunk.byteLength })
-          })
+          busboy.write(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength), () => repay(chunk.byteLength))
           break
         }
         case 'upload:end':
+          if (owed > 0) send({ type: 'upload:more', credit: owed })
+          owed = 0
           busboy.end()
           break
         case 'upload:abort':
