@@ -9,7 +9,7 @@ import { definitionOf, lookup } from './define.js'
 import { FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_NOT_CLONEABLE } from './errors.js'
 import { payloadOf } from './route.js'
 import type { Scheduler } from './scheduler.js'
-import { ownBuffer, uncloneable } from '../workers/clone.js'
+import { bufferIndexes, ownBuffer, uncloneable } from '../workers/clone.js'
 import type { BackgroundCall, RunTask } from '../workers/protocol.js'
 
 const kPending = Symbol('fastify-blocking.background')
@@ -46,10 +46,8 @@ export class Background {
     if (problem !== undefined) {
       throw new FST_BLOCKING_NOT_CLONEABLE(`${label}: an argument cannot be sent to a worker: ${problem}`)
     }
-    let buffers: number[] | undefined
-    for (let i = 0; i < args.length; i++) if (Buffer.isBuffer(args[i])) (buffers ??= []).push(i)
     this.scheduler.reserve(label)
-    this.attach(reply, { fn: definition.id, name: definition.name, args, buffers, log: reply.log })
+    this.attach(reply, { fn: definition.id, name: definition.name, args, buffers: bufferIndexes(args), log: reply.log })
   }
 
   /** Calls a worker handler made (already checked in the worker); a full queue now is logged, not thrown. */

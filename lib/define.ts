@@ -123,11 +123,15 @@ export function definitionOf (fn: unknown): Definition | undefined {
   return (fn as { [kDefinition]?: Definition })[kDefinition]
 }
 
+/** The module an identity `moduleUrl#n` names. */
+export function moduleOf (id: string): string {
+  return id.slice(0, id.lastIndexOf('#'))
+}
+
 /** The function a worker should run for `id`, once its module has been imported. */
 export function lookup (id: string): Function | undefined {
-  const hash = id.lastIndexOf('#')
-  const list = registry().modules.get(id.slice(0, hash))
-  return list?.[Number(id.slice(hash + 1))]
+  const list = registry().modules.get(moduleOf(id))
+  return list?.[Number(id.slice(id.lastIndexOf('#') + 1))]
 }
 
 /** How many definitions a module made in this thread (0 if it was never imported here). */

@@ -23,11 +23,12 @@ import type {
   RouteOptions
 } from 'fastify'
 import fp from 'fastify-plugin'
-import { definedIn, definitionOf, defineHandlerUntyped, defineTaskUntyped } from './define.js'
+import { definedIn, definitionOf, defineHandlerUntyped, defineTaskUntyped, moduleOf } from './define.js'
 import { errors, FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_INVALID_OPTION, FST_BLOCKING_REGISTERED_IN_WORKER } from './errors.js'
 import { resolveOptions, resolveRouteOptions } from './options.js'
 import { createPool } from './pools/adapter.js'
 import { Background } from './background.js'
+import { bufferIndexes } from '../workers/clone.js'
 import { interceptMultipart, readMultipart, registerParser } from './multipart.js'
 import { createBlockingHandler, kBlockingHandler, payloadOf, type BlockingRoute } from './route.js'
 import { Scheduler } from './scheduler.js'
@@ -42,14 +43,11 @@ import type {
   ReadMultipartOptions,
   ReadMultipartResult
 } from './types.js'
-import type { CheckOutcome, RunTask } from '../workers/protocol.js'
+import { kWorkerContext, type CheckOutcome, type RunTask, type WorkerContext } from '../workers/protocol.js'
 
 export * from './errors.js'
 export type * from './types.js'
 
-const kWorkerContext = Symbol.for('fastify-blocking.worker')
-
-interface WorkerContext { loading: string | undefined, registeredBy: string | undefined }
 
 /**
  * Tags a route handler so that a worker can find it: `moduleUrl` is the
@@ -150,7 +148,7 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
       }
       for (const route of routes) {
         const why = missing[route.fn]
-        const moduleUrl = route.fn.slice(0, route.fn.lastIndexOf('#'))
+        const moduleUrl = moduleOf(route.fn)
         const here = definedIn(moduleUrl)
         if (why !== undefined) {
           problems.push(`${route.label}: a worker thread cannot load its handler (${route.fn}): ${why}`)
@@ -190,9 +188,7 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
           `app.blocking.run(${definition.name}): a generator streams a response; use it as a route handler`
         ))
       }
-      let buffers: number[] | undefined
-      for (let i = 0; i < args.length; i++) if (Buffer.isBuffer(args[i])) (buffers ??= []).push(i)
-      const task: RunTask = { type: 'blocking:run', fn: definition.id, slot: -1, args, buffers }
+      const task: RunTask = { type: 'blocking:run', fn: definition.id, slot: -1, args, buffers: bufferIndexes(args) }
       try {
         const entry = scheduler.submit({ task, lane: 'request', label: `app.blocking.run(${definition.name})`, timeout: options.taskTimeout })
         return entry.promise.then(payloadOf) as never

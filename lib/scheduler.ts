@@ -417,5 +417,3 @@ export class Scheduler {
     return Math.max(1, Math.ceil(perTask * lane.waiting / this.options.capacity))
   }
 }
-
-export type { Entry }

@@ -13,6 +13,13 @@ export function copyBytes (value: ArrayBufferView | ArrayBuffer): Uint8Array {
   return copy
 }
 
+/** Indexes of the arguments that are Buffers: they arrive as Uint8Arrays, and the worker views them as Buffers again. */
+export function bufferIndexes (args: unknown[]): number[] | undefined {
+  let indexes: number[] | undefined
+  for (let i = 0; i < args.length; i++) if (Buffer.isBuffer(args[i])) (indexes ??= []).push(i)
+  return indexes
+}
+
 /**
  * The ArrayBuffer behind `value` if it can be moved (transferred) whole: it
  * belongs to this view alone. A Buffer from Node's shared pool (small

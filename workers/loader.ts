@@ -2,16 +2,7 @@
 // of a module that starts the app when it is imported.
 
 import { learnNames } from '../lib/define.js'
-
-/** Set while a module is imported by a worker; the plugin reads it when it is registered (lib/index.ts). */
-export const kWorkerContext = Symbol.for('fastify-blocking.worker')
-
-export interface WorkerContext {
-  /** The module being imported, if any. */
-  loading: string | undefined
-  /** Set by the plugin when something registers it inside a worker. */
-  registeredBy: string | undefined
-}
+import { kWorkerContext, type WorkerContext } from './protocol.js'
 
 const context: WorkerContext = { loading: undefined, registeredBy: undefined }
 ;(globalThis as Record<symbol, unknown>)[kWorkerContext] = context

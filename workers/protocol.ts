@@ -8,6 +8,19 @@
 import type { MessagePort } from 'node:worker_threads'
 import type { MultipartLimits } from '../lib/types.js'
 
+/**
+ * Set on globalThis by a worker while it imports a user's module (workers/loader.ts);
+ * the plugin reads it when it is registered, to refuse to run inside a worker (lib/index.ts).
+ */
+export const kWorkerContext = Symbol.for('fastify-blocking.worker')
+
+export interface WorkerContext {
+  /** The module being imported, if any. */
+  loading: string | undefined
+  /** Set by the plugin when something registers it inside a worker. */
+  registeredBy: string | undefined
+}
+
 /** How a worker learns who it is and where its shared state lives. */
 export interface WorkerData {
   /** `Int32Array` over the slot table (see the layout below). */

@@ -3,7 +3,6 @@
 // (bytes its client has read) and the generator waits when it has none, so a
 // slow client holds it back. While it waits, the thread runs other tasks: a
 // thread holds several streams at once (see STREAMS_PER_THREAD).
-import type { MessagePort } from 'node:worker_threads'
 import { copyBytes } from './clone.js'
 import { errorOutcome } from './outcome.js'
 import {
@@ -109,5 +108,3 @@ export async function runStream (task: StreamTask, fn: Function, state: Int32Arr
   if (reply.logs.length > 0) skipped.logs = reply.logs
   return skipped
 }
-
-export type { MessagePort }

@@ -4,7 +4,7 @@
 // A task is never rejected from here: errors are outcomes, so that the pool's
 // rejection means only one thing, a thread that died.
 import { threadId, workerData } from 'node:worker_threads'
-import { definedIn, lookup } from '../lib/define.js'
+import { definedIn, lookup, moduleOf } from '../lib/define.js'
 import { load } from './loader.js'
 import { errorOutcome, toOutcome, type Mover } from './outcome.js'
 import {
@@ -70,7 +70,7 @@ function claim (slot: number): boolean {
 function resolve (id: string): Function | Promise<Function> {
   const fn = lookup(id)
   if (fn !== undefined) return fn
-  return load(id.slice(0, id.lastIndexOf('#'))).then(() => {
+  return load(moduleOf(id)).then(() => {
     const loaded = lookup(id)
     if (loaded === undefined) throw new Error(`${id} is not defined: its module made fewer definitions in the worker than in the main thread`)
     return loaded
@@ -193,7 +193,7 @@ async function check (task: CheckTask): Promise<CheckOutcome> {
     } catch (err) {
       missing[id] = err instanceof Error ? err.message : String(err)
     }
-    const moduleUrl = id.slice(0, id.lastIndexOf('#'))
+    const moduleUrl = moduleOf(id)
     counts[moduleUrl] = definedIn(moduleUrl)
   }
   const outcome: CheckOutcome = { missing, counts }
