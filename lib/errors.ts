@@ -10,6 +10,13 @@ export const FST_BLOCKING_QUEUE_FULL = createError<'FST_BLOCKING_QUEUE_FULL', 50
   503
 )
 
+/** The pool is past a `pressure` threshold: a request that would have to wait is refused before the queue fills. */
+export const FST_BLOCKING_UNDER_PRESSURE = createError<'FST_BLOCKING_UNDER_PRESSURE', 503, [string]>(
+  'FST_BLOCKING_UNDER_PRESSURE',
+  'The worker pool is under pressure: %s',
+  503
+)
+
 export const FST_BLOCKING_TIMEOUT = createError<'FST_BLOCKING_TIMEOUT', 503, [string, number]>(
   'FST_BLOCKING_TIMEOUT',
   '%s ran for more than %d ms',
@@ -69,6 +76,7 @@ export const FST_BLOCKING_CLOSED = createError<'FST_BLOCKING_CLOSED', 503, [stri
 
 export const errors = {
   FST_BLOCKING_QUEUE_FULL,
+  FST_BLOCKING_UNDER_PRESSURE,
   FST_BLOCKING_TIMEOUT,
   FST_BLOCKING_WORKER_CRASHED,
   FST_BLOCKING_NOT_CLONEABLE,

@@ -31,6 +31,8 @@ import { Background } from './background.js'
 import { bufferIndexes } from '../workers/clone.js'
 import { interceptMultipart, readMultipart, registerParser } from './multipart.js'
 import { createBlockingHandler, kBlockingHandler, payloadOf, type BlockingRoute } from './route.js'
+import { detectBlocking } from './detect.js'
+import { Meter } from './lane.js'
 import { Scheduler } from './scheduler.js'
 import { STREAMS_PER_THREAD } from './stream.js'
 import type {
@@ -47,6 +49,8 @@ import { kWorkerContext, type CheckOutcome, type RunTask, type WorkerContext } f
 
 export * from './errors.js'
 export type * from './types.js'
+export { channels } from './diagnostics.js'
+export type { TaskMessage, TaskOutcome } from './diagnostics.js'
 
 
 /**
@@ -87,7 +91,8 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     capacity: options.maxThreads,
     concurrency: STREAMS_PER_THREAD + 1,
     maxQueue: options.maxQueue,
-    backgroundQueue: options.backgroundQueue
+    backgroundQueue: options.backgroundQueue,
+    pressure: options.pressure
   })
   const pool = await createPool(options.pool, {
     maxThreads: options.maxThreads,
@@ -112,6 +117,7 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     const label = routeLabel(route)
     const given = (route as { blocking?: unknown }).blocking ?? (route.config as { blocking?: unknown } | undefined)?.blocking
     const routeOptions = resolveRouteOptions(label, given, options)
+    if (options.detectBlocking > 0) detectBlocking(route, label, options.detectBlocking, routeOptions !== undefined, this.log)
     const methods = Array.isArray(route.method) ? route.method : [route.method]
     // Fastify reads no body for GET and HEAD.
     const takesBody = methods.some((m) => m !== 'GET' && m !== 'HEAD')
@@ -131,7 +137,7 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
       )
       return
     }
-    const record: BlockingRoute = { fn: definition.id, label, url: route.url, generator: definition.generator, options: routeOptions }
+    const record: BlockingRoute = { fn: definition.id, label, url: route.url, generator: definition.generator, options: routeOptions, meter: new Meter() }
     routes.push(record)
     if (takesBody && !definition.generator) interceptMultipart(route, true)
     route.handler = createBlockingHandler(record, scheduler, background)
@@ -198,7 +204,12 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     },
     stats (): BlockingStats {
       const { request, background, utilization } = scheduler.stats()
-      return { threads: pool.threads(), ...request, utilization, background }
+      const byRoute: BlockingStats['routes'] = {}
+      for (const route of routes) byRoute[route.label] = route.meter.stats()
+      return { threads: pool.threads(), ...request, utilization, background, routes: byRoute }
+    },
+    isUnderPressure () {
+      return scheduler.underPressure()
     }
   }
   fastify.decorate('blocking', decorator)

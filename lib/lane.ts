@@ -13,6 +13,9 @@ export class Entry {
   slot = -1
   enqueuedAt = 0
   dispatchedAt = 0
+  /** When a thread started it (0 = not started) and when its outcome arrived (0 = not yet), on the main thread's clock. */
+  startedAt = 0
+  endedAt = 0
   /** Set when the task timed out and its caller has already been answered. */
   answered = false
   timer: NodeJS.Timeout | undefined = undefined
@@ -26,9 +29,11 @@ export class Entry {
   constructor (readonly job: Job) {}
 }
 
-export class Lane {
-  readonly queue: Array<Entry | undefined> = []
-  head = 0
+/**
+ * Counts and timings of one kind of work: a lane, or one route's share of the
+ * request lane (stats().routes).
+ */
+export class Meter {
   /** Entries in the queue that are still waiting (cancelled ones are left as holes). */
   waiting = 0
   running = 0
@@ -36,18 +41,44 @@ export class Lane {
   failed = 0
   readonly waitTime: RecordableHistogram = createHistogram()
   readonly runTime: RecordableHistogram = createHistogram()
-  constructor (readonly limit: number) {}
+
+  stats (): LaneStats {
+    return {
+      queued: this.waiting,
+      running: this.running,
+      completed: this.completed,
+      failed: this.failed,
+      waitTime: percentiles(this.waitTime),
+      runTime: percentiles(this.runTime)
+    }
+  }
+}
+
+export class Lane extends Meter {
+  readonly queue: Array<Entry | undefined> = []
+  head = 0
+  constructor (readonly limit: number) {
+    super()
+  }
 
   /** Puts an entry back at the head of the queue. */
   unshift (entry: Entry): void {
     if (this.head > 0) this.queue[--this.head] = entry
     else this.queue.unshift(entry)
     this.waiting++
+    if (entry.job.meter !== undefined) entry.job.meter.waiting++
   }
 
   push (entry: Entry): void {
     this.queue.push(entry)
     this.waiting++
+    if (entry.job.meter !== undefined) entry.job.meter.waiting++
+  }
+
+  /** A queued entry leaves the queue without being taken (cancelled, dropped): it stays as a hole. */
+  forget (entry: Entry): void {
+    this.waiting--
+    if (entry.job.meter !== undefined) entry.job.meter.waiting--
   }
 
   /**
@@ -63,7 +94,7 @@ export class Lane {
       const entry = this.queue[i]
       if (entry !== undefined && entry.phase === Phase.Queued && fits(entry)) {
         this.queue[i] = undefined
-        this.waiting--
+        this.forget(entry)
         return entry
       }
     }
@@ -89,22 +120,11 @@ export class Lane {
         this.head = 0
       }
       if (entry !== undefined && entry.phase === Phase.Queued) {
-        this.waiting--
+        this.forget(entry)
         return entry
       }
     }
     return undefined
-  }
-
-  stats (): LaneStats {
-    return {
-      queued: this.waiting,
-      running: this.running,
-      completed: this.completed,
-      failed: this.failed,
-      waitTime: percentiles(this.waitTime),
-      runTime: percentiles(this.runTime)
-    }
   }
 }
 

@@ -3,6 +3,7 @@
 // register time, never on the first request.
 import { availableParallelism } from 'node:os'
 import { FST_BLOCKING_INVALID_OPTION } from './errors.js'
+import type { PressureThresholds } from './scheduler.js'
 import type { BlockingPluginOptions, BlockingRouteOptions, MultipartLimits } from './types.js'
 
 export interface ResolvedOptions {
@@ -17,10 +18,15 @@ export interface ResolvedOptions {
   resourceLimits: NonNullable<BlockingPluginOptions['resourceLimits']>
   priority: number
   multipart: { limits: MultipartLimits, spoolThreshold: number }
+  serverTiming: boolean
+  pressure: PressureThresholds
+  /** ms; 0 = off. */
+  detectBlocking: number
 }
 
 export interface ResolvedRouteOptions {
   timeout: number
+  serverTiming: boolean
   highWaterMark: number
   multipartLimits: MultipartLimits
   spoolThreshold: number
@@ -78,6 +84,37 @@ function priority (value: unknown): number {
   return value
 }
 
+function boolean (name: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback
+  if (typeof value !== 'boolean') throw invalid(`${name} must be a boolean, got ${String(value)}`)
+  return value
+}
+
+/** Keys of an options object that are not among `known`: a typo is an error, not a silent default. */
+function onlyKeys (name: string, given: Record<string, unknown>, known: readonly string[]): void {
+  for (const key of Object.keys(given)) {
+    if (!known.includes(key)) throw invalid(`${name}.${key} is not an option (${known.join(', ')})`)
+  }
+}
+
+function pressure (value: unknown): PressureThresholds {
+  const given = object('pressure', value)
+  onlyKeys('options.pressure', given, ['maxQueueWait', 'maxQueued'])
+  return {
+    maxQueueWait: integer('pressure.maxQueueWait', given.maxQueueWait, 0, 0),
+    maxQueued: integer('pressure.maxQueued', given.maxQueued, 0, 0)
+  }
+}
+
+/** `detectBlocking`: true (100 ms) or `{ thresholdMs }`; resolved to the threshold, 0 = off. */
+function detectBlocking (value: unknown): number {
+  if (value === undefined || value === false) return 0
+  if (value === true) return 100
+  const given = object('detectBlocking', value)
+  onlyKeys('options.detectBlocking', given, ['thresholdMs'])
+  return integer('detectBlocking.thresholdMs', given.thresholdMs, 100, 1)
+}
+
 export function resolveOptions (opts: BlockingPluginOptions): ResolvedOptions {
   const given = object('', opts) as BlockingPluginOptions
   const pool = given.pool ?? 'piscina'
@@ -104,7 +141,10 @@ export function resolveOptions (opts: BlockingPluginOptions): ResolvedOptions {
     multipart: {
       limits: { ...DEFAULT_MULTIPART_LIMITS, ...limits('multipart.limits', multipart.limits) },
       spoolThreshold: integer('multipart.spoolThreshold', multipart.spoolThreshold, 1_048_576, 0)
-    }
+    },
+    serverTiming: boolean('options.serverTiming', given.serverTiming, false),
+    pressure: pressure(given.pressure),
+    detectBlocking: detectBlocking(given.detectBlocking)
   }
 }
 
@@ -122,14 +162,11 @@ export function resolveRouteOptions (
     throw invalid(`${route}: blocking must be true or an object, got ${String(value)}`)
   }
   const given = (value === true ? {} : value) as BlockingRouteOptions & Record<string, unknown>
-  for (const key of Object.keys(given)) {
-    if (key !== 'timeout' && key !== 'highWaterMark' && key !== 'multipart') {
-      throw invalid(`${route}: blocking.${key} is not an option (timeout, highWaterMark, multipart)`)
-    }
-  }
+  onlyKeys(`${route}: blocking`, given, ['timeout', 'highWaterMark', 'multipart', 'serverTiming'])
   const multipart = object('blocking.multipart', given.multipart)
   return {
     timeout: integer('blocking.timeout', given.timeout, plugin.taskTimeout, 0),
+    serverTiming: boolean(`${route}: blocking.serverTiming`, given.serverTiming, plugin.serverTiming),
     highWaterMark: integer('blocking.highWaterMark', given.highWaterMark, 65_536, 1),
     multipartLimits: { ...plugin.multipart.limits, ...limits('blocking.multipart.limits', multipart.limits) },
     spoolThreshold: plugin.multipart.spoolThreshold

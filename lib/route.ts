@@ -2,9 +2,10 @@
 // replayed on Fastify's reply. Everything else (hooks, validation, serializers,
 // the error handler) stays Fastify's: only the handler moves.
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { FST_BLOCKING_QUEUE_FULL } from './errors.js'
+import { FST_BLOCKING_QUEUE_FULL, FST_BLOCKING_UNDER_PRESSURE } from './errors.js'
 import type { ResolvedRouteOptions } from './options.js'
 import type { Background } from './background.js'
+import type { Meter, Entry } from './lane.js'
 import type { Scheduler } from './scheduler.js'
 import { startStream } from './stream.js'
 import { closeAfterLimit, multipartBody, startUpload, type Upload } from './multipart.js'
@@ -23,6 +24,22 @@ export interface BlockingRoute {
   /** A generator handler: the response streams (stream.ts). */
   generator: boolean
   options: ResolvedRouteOptions
+  /** This route's counts and timings (stats().routes). */
+  meter: Meter
+}
+
+/** A submission refused for load: the client is told when to come back. */
+export function refused (reply: FastifyReply, scheduler: Scheduler, err: unknown): void {
+  if (err instanceof FST_BLOCKING_QUEUE_FULL || err instanceof FST_BLOCKING_UNDER_PRESSURE) reply.header('retry-after', scheduler.retryAfter())
+}
+
+/** Adds this task's queue wait and run time to the response's Server-Timing header. */
+export function serverTiming (reply: FastifyReply, scheduler: Scheduler, entry: Entry, run = 'run in worker'): void {
+  const timing = scheduler.timing(entry)
+  if (timing === undefined || reply.sent) return
+  const value = `blocking-wait;dur=${timing.wait.toFixed(2)};desc="queue wait", blocking-run;dur=${timing.run.toFixed(2)};desc="${run}"`
+  const previous = reply.getHeader('server-timing')
+  reply.header('server-timing', previous === undefined ? value : `${String(previous)}, ${value}`)
 }
 
 export function writeLogs (log: FastifyRequest['log'], lines: LogLine[]): void {
@@ -99,8 +116,9 @@ export function snapshotOf (request: FastifyRequest, routeUrl: string): RequestS
 }
 
 export function createBlockingHandler (route: BlockingRoute, scheduler: Scheduler, background: Background) {
-  const { fn, label, url } = route
+  const { fn, label, url, meter } = route
   const { timeout } = route.options
+  const timed = route.options.serverTiming
   // A plain function, not an arrow: Fastify binds handlers to their encapsulated instance.
   function blockingHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
     const task: HandleTask = { type: 'blocking:handle', fn, slot: -1, request: snapshotOf(request, url) }
@@ -120,10 +138,11 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
         timeout,
         transferList: upload === undefined ? undefined : [upload.spec.port],
         // An upload waits for its client as a stream does, and counts as one.
-        stream: upload !== undefined
+        stream: upload !== undefined,
+        meter
       })
     } catch (err) {
-      if (err instanceof FST_BLOCKING_QUEUE_FULL) reply.header('retry-after', scheduler.retryAfter())
+      refused(reply, scheduler, err)
       void upload?.cleanup()
       return Promise.reject(err)
     }
@@ -146,10 +165,12 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
       return entry.promise.then(
         (outcome) => {
           raw.removeListener('close', onClose)
+          if (timed) serverTiming(reply, scheduler, entry)
           return deliver(request, reply, outcome, background)
         },
         (err: unknown) => {
           raw.removeListener('close', onClose)
+          if (timed) serverTiming(reply, scheduler, entry)
           throw err
         }
       )
@@ -159,6 +180,7 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
       async (outcome) => {
         raw.removeListener('close', onClose)
         await cleanup()
+        if (timed) serverTiming(reply, scheduler, entry)
         try {
           return deliver(request, reply, outcome, background)
         } catch (err) {
@@ -169,6 +191,7 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
       async (err: unknown) => {
         raw.removeListener('close', onClose)
         await cleanup()
+        if (timed) serverTiming(reply, scheduler, entry)
         throw err
       }
     )

@@ -11,11 +11,14 @@ import {
   FST_BLOCKING_NOT_CLONEABLE,
   FST_BLOCKING_QUEUE_FULL,
   FST_BLOCKING_TIMEOUT,
+  FST_BLOCKING_UNDER_PRESSURE,
   FST_BLOCKING_WORKER_CRASHED
 } from './errors.js'
+import { createHistogram } from 'node:perf_hooks'
 import type { Transferable } from 'node:worker_threads'
 import type { PoolAdapter } from './pools/adapter.js'
-import { Entry, Lane, Phase, record } from './lane.js'
+import { observed, publishTask, type TaskOutcome } from './diagnostics.js'
+import { Entry, Lane, Phase, record, type Meter } from './lane.js'
 import type { LaneStats } from './types.js'
 import {
   GAUGE_BACKGROUND_LIMIT,
@@ -36,6 +39,9 @@ import {
 /** How long a timed-out task may take to stop by itself (its request.signal is aborted) before its thread is terminated. */
 export const TIMEOUT_GRACE_MS = 100
 
+/** The window over which the queue wait's p99 is taken for the pressure check. */
+export const PRESSURE_WINDOW_MS = 1000
+
 export type LaneName = 'request' | 'background'
 
 /** A task with a slot: everything but checks at startup. */
@@ -51,6 +57,16 @@ export interface Job {
   /** ms from the start of the run; 0 = none. */
   readonly timeout: number
   readonly transferList?: Transferable[] | undefined
+  /** The route's own counts (stats().routes), for a task that serves a blocking route. */
+  readonly meter?: Meter | undefined
+}
+
+/** When the request lane counts as under pressure; 0 turns a threshold off. */
+export interface PressureThresholds {
+  /** ms: p99 of the queue waits over the last second, or the wait of the oldest queued request. */
+  maxQueueWait: number
+  /** Requests waiting for a thread. */
+  maxQueued: number
 }
 
 export interface SchedulerOptions {
@@ -60,6 +76,7 @@ export interface SchedulerOptions {
   concurrency: number
   maxQueue: number
   backgroundQueue: number
+  pressure: PressureThresholds
 }
 
 export class Scheduler {
@@ -84,6 +101,10 @@ export class Scheduler {
   private idleWaiters: Array<() => void> = []
   private readonly createdAt = now()
   private busyMs = 0
+  /** Queue waits of requests in the current pressure window, and the p99 of the window before it. */
+  private readonly recentWaits = createHistogram()
+  private windowStart = now()
+  private previousWaitP99 = 0
 
   constructor (readonly options: SchedulerOptions) {
     const slots = options.capacity * options.concurrency
@@ -140,12 +161,12 @@ export class Scheduler {
   submit (job: Job, reserved = false): Entry {
     const lane = this.lanes[job.lane]
     if (reserved) this.unreserve()
+    const entry = new Entry(job)
     // A task promised a place before close() began still gets it, until close() gives up waiting.
     if (this.stopped || (this.closing && !reserved)) {
       this.maybeIdle()
-      throw new FST_BLOCKING_CLOSED(`${job.label} was not started`)
+      throw this.refuse(entry, new FST_BLOCKING_CLOSED(`${job.label} was not started`))
     }
-    const entry = new Entry(job)
     entry.promise = new Promise<Outcome>((resolve, reject) => {
       entry.resolve = resolve
       entry.reject = reject
@@ -154,7 +175,10 @@ export class Scheduler {
     if (this.canDispatch(job) && this.lanes.request.waiting === 0 && (job.lane === 'request' || lane.waiting === 0)) {
       this.dispatch(entry)
     } else if (lane.waiting >= lane.limit && !reserved) {
-      throw new FST_BLOCKING_QUEUE_FULL(`${lane.waiting} ${job.lane === 'request' ? 'requests' : 'background tasks'} are waiting`)
+      throw this.refuse(entry, new FST_BLOCKING_QUEUE_FULL(`${lane.waiting} ${job.lane === 'request' ? 'requests' : 'background tasks'} are waiting`))
+    } else if (job.lane === 'request' && this.pressured() !== undefined) {
+      // Shed before the queue fills: only work that would have to wait is refused.
+      throw this.refuse(entry, new FST_BLOCKING_UNDER_PRESSURE(this.pressured() as string))
     } else {
       lane.push(entry)
       if (job.lane === 'background') this.publish()
@@ -171,6 +195,76 @@ export class Scheduler {
     // a request then waits for no background task at all.
     if (job.lane === 'background') return this.lanes.background.running < Math.max(1, this.options.capacity - 1)
     return true
+  }
+
+  /** A job refused at submission: said on the diagnostics channel, then thrown by the caller. */
+  private refuse (entry: Entry, err: Error): Error {
+    entry.endedAt = now()
+    entry.enqueuedAt = entry.endedAt
+    this.report(entry, 'rejected', err)
+    return err
+  }
+
+  /** Says on the diagnostics channel how a job ended, if anyone listens. */
+  private report (entry: Entry, outcome: TaskOutcome, error?: { name: string, message: string, code?: string | undefined, statusCode?: number | undefined }): void {
+    if (!observed()) return
+    const { job } = entry
+    const ended = entry.endedAt === 0 ? now() : entry.endedAt
+    const started = entry.startedAt
+    publishTask({
+      lane: job.lane,
+      name: job.label,
+      ...(job.meter === undefined ? {} : { route: job.label }),
+      outcome,
+      waitTime: (started === 0 ? ended : started) - entry.enqueuedAt,
+      runTime: started === 0 ? 0 : ended - started,
+      ...(error === undefined
+        ? {}
+        : {
+            error: {
+              name: error.name,
+              message: error.message,
+              ...(error.code === undefined ? {} : { code: error.code }),
+              ...(error.statusCode === undefined ? {} : { statusCode: error.statusCode })
+            }
+          })
+    })
+  }
+
+  /** Starts a new pressure window when the current one is over. */
+  private rotateWindow (at: number): void {
+    const age = at - this.windowStart
+    if (age < PRESSURE_WINDOW_MS) return
+    // The window just over counts only if it was the last one (no gap since).
+    this.previousWaitP99 = age < 2 * PRESSURE_WINDOW_MS && this.recentWaits.count > 0 ? this.recentWaits.percentile(99) / 1000 : 0
+    this.recentWaits.reset()
+    this.windowStart = at
+  }
+
+  /** ms: the larger of the recent queue waits' p99 and the wait of the oldest request still queued. */
+  queueWait (): number {
+    const at = now()
+    this.rotateWindow(at)
+    const current = this.recentWaits.count > 0 ? this.recentWaits.percentile(99) / 1000 : 0
+    const head = this.lanes.request.peek()
+    return Math.max(this.previousWaitP99, current, head === undefined ? 0 : at - head.enqueuedAt)
+  }
+
+  /** Why the request lane is under pressure, or undefined when it is not (or no threshold is set). */
+  pressured (): string | undefined {
+    const { maxQueued, maxQueueWait } = this.options.pressure
+    const waiting = this.lanes.request.waiting
+    if (maxQueued > 0 && waiting >= maxQueued) return `${waiting} requests are waiting (pressure.maxQueued is ${maxQueued})`
+    if (maxQueueWait > 0) {
+      const wait = this.queueWait()
+      if (wait >= maxQueueWait) return `requests wait ${wait.toFixed(1)} ms for a thread (pressure.maxQueueWait is ${maxQueueWait} ms)`
+    }
+    return undefined
+  }
+
+  /** Under pressure by a configured threshold, or with the request queue full. */
+  underPressure (): boolean {
+    return this.lanes.request.waiting >= this.lanes.request.limit || this.pressured() !== undefined
   }
 
   /** Whether a thread runs a task now, as opposed to holding only tasks that wait for their clients. */
@@ -207,8 +301,9 @@ export class Scheduler {
   cancel (entry: Entry): void {
     if (entry.phase === Phase.Queued) {
       entry.phase = Phase.Done
-      this.lanes[entry.job.lane].waiting--
+      this.lanes[entry.job.lane].forget(entry)
       this.publish()
+      this.report(entry, 'skipped')
       entry.resolve({ kind: PayloadKind.Skipped })
       this.maybeIdle()
     } else if (entry.phase === Phase.Running) {
@@ -233,8 +328,18 @@ export class Scheduler {
     entry.dispatchedAt = now()
     this.active++
     if (job.stream === true) this.streams++
-    this.lanes[job.lane].running++
-    record(this.lanes[job.lane].waitTime, entry.dispatchedAt - entry.enqueuedAt)
+    const lane = this.lanes[job.lane]
+    const waited = entry.dispatchedAt - entry.enqueuedAt
+    lane.running++
+    record(lane.waitTime, waited)
+    if (job.meter !== undefined) {
+      job.meter.running++
+      record(job.meter.waitTime, waited)
+    }
+    if (job.lane === 'request') {
+      this.rotateWindow(entry.dispatchedAt)
+      record(this.recentWaits, waited)
+    }
     Atomics.store(this.state, slot * SLOT_INTS + SLOT_STATE, SlotState.Posted)
     Atomics.store(this.state, slot * SLOT_INTS + SLOT_THREAD, 0)
     this.start[slot * (SLOT_INTS / 2) + SLOT_START_F64] = 0
@@ -283,7 +388,12 @@ export class Scheduler {
     Atomics.notify(this.state, slot * SLOT_INTS + SLOT_STATE)
     entry.answered = true
     this.lanes[job.lane].failed++
-    entry.reject(new FST_BLOCKING_TIMEOUT(job.label, job.timeout))
+    if (job.meter !== undefined) job.meter.failed++
+    entry.startedAt = started
+    entry.endedAt = now()
+    const err = new FST_BLOCKING_TIMEOUT(job.label, job.timeout)
+    this.report(entry, 'timeout', err)
+    entry.reject(err)
     const thread = Atomics.load(this.state, slot * SLOT_INTS + SLOT_THREAD)
     entry.timer = setTimeout(() => { if (thread !== 0) this.pool?.terminate(thread) }, TIMEOUT_GRACE_MS)
     entry.timer.unref()
@@ -293,10 +403,12 @@ export class Scheduler {
     const { job, slot } = entry
     const lane = this.lanes[job.lane]
     if (entry.timer !== undefined) clearTimeout(entry.timer)
+    const { meter } = job
     const started = this.start[slot * (SLOT_INTS / 2) + SLOT_START_F64]!
     const ended = now()
     if (started > 0) {
       record(lane.runTime, ended - started)
+      if (meter !== undefined) record(meter.runTime, ended - started)
       this.busyMs += ended - started
     }
     Atomics.store(this.state, slot * SLOT_INTS + SLOT_STATE, SlotState.Free)
@@ -308,6 +420,7 @@ export class Scheduler {
     if (!entry.paused) this.active--
     if (job.stream === true) this.streams--
     lane.running--
+    if (meter !== undefined) meter.running--
     if (err !== undefined && started === 0 && !entry.answered && !entry.retried && !this.closing && err.name !== 'DataCloneError') {
       // Its thread died (another task on it timed out or crashed) before it
       // started it: it has not run, so it goes back to the head of its queue, once.
@@ -318,14 +431,26 @@ export class Scheduler {
       return
     }
     if (!entry.answered) {
+      // A task that timed out was reported then, with its own times.
+      entry.startedAt = started
+      entry.endedAt = ended
       if (err === undefined && outcome !== undefined && outcome.kind !== PayloadKind.Error) {
         lane.completed++
+        if (meter !== undefined) meter.completed++
+        this.report(entry, outcome.kind === PayloadKind.Skipped ? 'skipped' : 'completed')
         entry.resolve(outcome)
       } else {
         lane.failed++
-        if (err !== undefined) entry.reject(this.translate(job, err))
-        else if ((outcome!.value as SerializedError).name === 'DataCloneError') entry.reject(this.translate(job, outcome!.value as Error))
-        else entry.resolve(outcome!)
+        if (meter !== undefined) meter.failed++
+        const value = outcome?.value as SerializedError | undefined
+        if (err !== undefined || value?.name === 'DataCloneError') {
+          const translated = this.translate(job, err ?? value)
+          this.report(entry, translated instanceof FST_BLOCKING_NOT_CLONEABLE ? 'failed' : 'crashed', translated)
+          entry.reject(translated)
+        } else {
+          this.report(entry, 'failed', value)
+          entry.resolve(outcome!)
+        }
       }
     }
     this.next()
@@ -392,7 +517,9 @@ export class Scheduler {
       while ((entry = lane.shift()) !== undefined) {
         entry.phase = Phase.Done
         onDrop(entry.job)
-        entry.reject(new FST_BLOCKING_CLOSED(`${entry.job.label} was not started`))
+        const err = new FST_BLOCKING_CLOSED(`${entry.job.label} was not started`)
+        this.report(entry, 'dropped', err)
+        entry.reject(err)
       }
     }
   }
@@ -408,6 +535,17 @@ export class Scheduler {
       background: this.lanes.background.stats(),
       utilization: elapsed > 0 ? Math.min(1, this.busyMs / (elapsed * this.options.capacity)) : 0
     }
+  }
+
+  /**
+   * ms a job waited for a thread and has run so far (or ran), for the
+   * Server-Timing header; undefined when no thread has started it.
+   */
+  timing (entry: Entry): { wait: number, run: number } | undefined {
+    let started = entry.startedAt
+    if (started === 0 && entry.phase === Phase.Running) started = this.start[entry.slot * (SLOT_INTS / 2) + SLOT_START_F64]!
+    if (started === 0) return undefined
+    return { wait: started - entry.enqueuedAt, run: (entry.endedAt === 0 ? now() : entry.endedAt) - started }
   }
 
   /** Seconds a client should wait before it retries, from what the queue holds now. */

@@ -11,7 +11,7 @@ import { Readable } from 'node:stream'
 import { MessageChannel } from 'node:worker_threads'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Background } from './background.js'
-import { reviveError, snapshotOf, writeLogs, type BlockingRoute } from './route.js'
+import { refused, reviveError, serverTiming, snapshotOf, writeLogs, type BlockingRoute } from './route.js'
 import type { Scheduler } from './scheduler.js'
 import { PayloadKind, type Outcome, type SerializedError, type StreamMessage, type StreamTask } from '../workers/protocol.js'
 
@@ -42,8 +42,9 @@ export function startStream (
   }
   let entry: ReturnType<Scheduler['submit']>
   try {
-    entry = scheduler.submit({ task, lane: 'request', label: route.label, timeout: route.options.timeout, transferList: [port2], stream: true })
+    entry = scheduler.submit({ task, lane: 'request', label: route.label, timeout: route.options.timeout, transferList: [port2], stream: true, meter: route.meter })
   } catch (err) {
+    refused(reply, scheduler, err)
     port.close()
     port2.close()
     return Promise.reject(err)
@@ -107,6 +108,7 @@ export function startStream (
           if (body === undefined) {
             body = new Readable({ highWaterMark, read: grant })
             applyHead(reply, message.head)
+            if (route.options.serverTiming) serverTiming(reply, scheduler, entry, 'until the first chunk')
             resolve(body)
           }
           // A view over the transferred buffer: no copy.
@@ -121,6 +123,7 @@ export function startStream (
           finish()
           if (body === undefined) {
             applyHead(reply, outcome)
+            if (route.options.serverTiming) serverTiming(reply, scheduler, entry)
             resolve(undefined)
           } else {
             body.push(null)

@@ -73,6 +73,8 @@ export interface BlockingRouteOptions {
   highWaterMark?: number
   /** Multipart parsing limits for this route. */
   multipart?: { limits?: MultipartLimits }
+  /** Add a `Server-Timing` header with the queue wait and run time. Overrides the plugin's `serverTiming`. */
+  serverTiming?: boolean
 }
 
 export interface MultipartLimits {
@@ -118,6 +120,31 @@ export interface BlockingPluginOptions {
    * logged once at debug level. Default 0.
    */
   priority?: number
+  /**
+   * Add a `Server-Timing` header to the responses of blocking routes:
+   * `blocking-wait` (queue wait) and `blocking-run` (run time in the worker,
+   * until the first chunk for a stream), in ms. Default false; a route's
+   * `blocking: { serverTiming }` overrides it.
+   */
+  serverTiming?: boolean
+  /**
+   * Shed load before the queue fills: past a threshold, a blocking request
+   * that would have to wait for a thread gets 503 `FST_BLOCKING_UNDER_PRESSURE`
+   * with `Retry-After`, and `app.blocking.isUnderPressure()` is true.
+   * 0 (the default) turns a threshold off.
+   */
+  pressure?: {
+    /** ms: p99 of the queue waits over the last second, or the wait of the oldest queued request. */
+    maxQueueWait?: number
+    /** Requests waiting for a thread. */
+    maxQueued?: number
+  }
+  /**
+   * Log once per route (at warn level) a handler or route hook that holds the
+   * event loop for longer than `thresholdMs` (default 100) without yielding,
+   * with a hint to make it `blocking`. `true` uses the default. Off by default.
+   */
+  detectBlocking?: boolean | { thresholdMs?: number }
 }
 
 export interface Percentiles {
@@ -139,12 +166,19 @@ export interface BlockingStats extends LaneStats {
   /** Share of thread time spent running tasks since the pool started, 0..1. */
   utilization: number
   background: LaneStats
+  /** Each blocking route's share of the request counts, by `METHOD /pattern`. */
+  routes: Record<string, LaneStats>
 }
 
 export interface BlockingDecorator {
   /** Runs a function made with defineHandler or defineTask in the pool and resolves to its return value. */
   run<A extends unknown[], R> (fn: (...args: A) => R, ...args: A): Promise<Awaited<R>>
   stats (): BlockingStats
+  /**
+   * True when the request queue is full or past a `pressure` threshold. For
+   * `@fastify/under-pressure`: `healthCheck: async () => !app.blocking.isUnderPressure()`.
+   */
+  isUnderPressure (): boolean
 }
 
 export interface ReadMultipartOptions {

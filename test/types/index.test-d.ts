@@ -4,7 +4,10 @@ import blocking, {
   defineHandler,
   defineTask,
   FST_BLOCKING_QUEUE_FULL,
+  FST_BLOCKING_UNDER_PRESSURE,
+  channels,
   type BlockingStats,
+  type TaskMessage,
   type WorkerReply,
   type WorkerRequest
 } from '../../dist/lib/index.js'
@@ -86,3 +89,16 @@ export const upload = defineHandler(import.meta.url, (request) => {
 })
 
 await app.register(blocking, { priority: 19 })
+
+// Operability: Server-Timing, pressure, the blocking detector, per-route stats, the diagnostics channel.
+await app.register(blocking, { serverTiming: true, pressure: { maxQueueWait: 50, maxQueued: 10 }, detectBlocking: { thresholdMs: 20 } })
+await app.register(blocking, { detectBlocking: true })
+expectError(app.register(blocking, { pressure: { maxQueueWait: '50ms' } }))
+expectError(app.register(blocking, { detectBlocking: { threshold: 20 } }))
+app.get('/timed', { blocking: { serverTiming: true } }, untyped)
+expectType<boolean>(app.blocking.isUnderPressure())
+expectType<number>(app.blocking.stats().routes['GET /x']!.runTime.p99)
+expectType<'fastify-blocking:task'>(channels.task)
+expectAssignable<TaskMessage>({ lane: 'request', name: 'GET /x', route: 'GET /x', outcome: 'timeout', waitTime: 1, runTime: 2, error: { name: 'Error', message: 'x' } })
+expectError<TaskMessage>({ lane: 'request', name: 'GET /x', outcome: 'exploded', waitTime: 1, runTime: 2 })
+expectType<503>(new FST_BLOCKING_UNDER_PRESSURE('why').statusCode)
