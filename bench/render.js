@@ -1,6 +1,19 @@
 // docs/benchmarks.md from the latest result of each scenario: the machine and
 // the method once, then every scenario's section, then all targets together.
+// A scenario's render() may also give `files` ({ 'event-loop.svg': text }),
+// written next to it in docs/. The soak test (bench/soak.js, its report in
+// bench/soak-report.js) gets a section too, when both its result and its
+// report module are there.
+//
+//   node bench/render.js    re-renders docs/ from bench/results/ without measuring
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { plural, table } from './lib/report.js'
+import { scenarios } from './scenarios/index.js'
+
+const here = (path) => fileURLToPath(new URL(path, import.meta.url))
+const resultsDir = here('./results/')
+const docsDir = here('../docs/')
 
 const letters = 'abcdefghijklmnopqrstuvwxyz'
 
@@ -34,17 +47,61 @@ function counted (result) {
   return { runs: result.runs, reps: rounds.size, note: `${plural(rounds.size, 'round')}, all counted although ${clean.size === 0 ? 'every one was' : `all but ${clean.size} were`} disturbed (a round is disturbed when ${limit}): read these figures as measured on a busy machine` }
 }
 
-export function render (latest) {
-  if (latest.length === 0) return '# Benchmarks\n\nNo results yet: run `npm run bench`.\n'
+/** The latest result of each scenario that has one, in the report's order. */
+export function loadLatest () {
+  return scenarios
+    .filter((s) => existsSync(`${resultsDir}${s.id}.json`))
+    .map((s) => ({ scenario: s, result: JSON.parse(readFileSync(`${resultsDir}${s.id}.json`, 'utf8')) }))
+}
+
+/**
+ * The soak test's section, when bench/results/soak.json and
+ * bench/soak-report.js (exporting renderSoak(result) -> { targets, body })
+ * are both there; else undefined. A report that fails says so in its section.
+ */
+async function soakSection () {
+  const file = `${resultsDir}soak.json`
+  const module = here('./soak-report.js')
+  if (!existsSync(file) || !existsSync(module)) return undefined
+  const scenario = { id: 'soak', title: 'Soak' }
+  let result
+  try {
+    result = JSON.parse(readFileSync(file, 'utf8'))
+    const { renderSoak } = await import(pathToFileURL(module).href)
+    const { targets = [], body = '', files = {}, note } = await renderSoak(result)
+    return { scenario, result, targets, body, files, note: note ?? (result.command === undefined ? 'see its section' : `measured with \`${result.command}\``) }
+  } catch (err) {
+    return { scenario, result: result ?? {}, targets: [], files: {}, note: 'its report failed', body: `\nThe soak report (\`bench/soak-report.js\`) could not be rendered: ${err.message.replaceAll(process.cwd() + '/', '')}\n` }
+  }
+}
+
+/** Sections header of a scenario: when and how it was measured, and which rounds count. */
+function measuredLine (s) {
+  if (s.scenario.id === 'soak') {
+    const when = typeof s.result.date === 'string' ? `Measured ${s.result.date.slice(0, 16).replace('T', ' ')} UTC` : ''
+    const how = s.result.command === undefined ? '' : `${when === '' ? 'Measured' : ''} with \`${s.result.command}\``
+    return when + how === '' ? '' : `${when}${how}.\n`
+  }
+  return `Measured ${s.result.date.slice(0, 16).replace('T', ' ')} UTC with \`${s.result.command}\`
+(${s.result.warmup} s warmup + ${s.result.duration} s per run, ${s.result.threads} pool threads): ${s.note}
+`
+}
+
+/** docs/benchmarks.md as text, and the files the sections draw ({ name in docs/: text }). */
+export async function render (latest) {
+  if (latest.length === 0) return { markdown: '# Benchmarks\n\nNo results yet: run `npm run bench`.\n', files: {} }
   const newest = latest.reduce((a, b) => (a.result.date > b.result.date ? a : b)).result
   const sections = latest.map(({ scenario, result }, i) => {
     const { runs, reps, note } = counted(result)
     const failed = (result.failures ?? []).map((f) => ` Round ${f.rep} was dropped: ${f.contender} failed (${f.error}).`).join('')
     return { scenario, result, note: note + '.' + failed, letter: letters[i], ...scenario.render({ ...result, runs, reps }) }
   })
+  const soak = await soakSection()
+  if (soak !== undefined) sections.push({ ...soak, letter: letters[sections.length] })
+  const files = Object.assign({}, ...sections.map((s) => s.files ?? {}))
   const summary = sections.flatMap((s) => s.targets.map((t) => [`${s.letter}. ${s.scenario.title}`, t.what, t.goal, t.measured, t.pass ? '**PASS**' : '**MISS**']))
   const passed = summary.filter((row) => row[4] === '**PASS**').length
-  return `# Benchmarks
+  const markdown = `# Benchmarks
 
 This file is written by \`npm run bench\` (\`node bench/run.js\`); do not edit it by hand.
 Run one scenario with \`node bench/run.js ${latest[0].scenario.id}\`, and a short smoke run with
@@ -85,11 +142,24 @@ How a run goes:
 - Nothing is pinned with \`taskset\`: with 2 cores, giving the load generator and the probe a
   core of their own would leave one core to the main thread and both pool threads, which is
   not the setup a blocking pool is for. So the server's threads, autocannon and the probe all
-  share the two cores; keep that in mind for every absolute number below.
+  share the two cores; keep that in mind for every absolute number below. Only the thread
+  priority scenario changes a priority: there autocannon runs at the nice value of the pool
+  threads under test (see its section).
 
 ${sections.map((s) => `## ${s.letter}. ${s.scenario.title}
 
-Measured ${s.result.date.slice(0, 16).replace('T', ' ')} UTC with \`${s.result.command}\`
-(${s.result.warmup} s warmup + ${s.result.duration} s per run, ${s.result.threads} pool threads): ${s.note}
-${s.body}`).join('\n')}`
+${measuredLine(s)}${s.body}`).join('\n')}`
+  return { markdown, files }
+}
+
+/** Writes docs/benchmarks.md and the files its sections draw; returns their names. */
+export async function writeDocs (latest = loadLatest()) {
+  const { markdown, files } = await render(latest)
+  writeFileSync(`${docsDir}benchmarks.md`, markdown)
+  for (const [name, text] of Object.entries(files)) writeFileSync(`${docsDir}${name}`, text)
+  return ['benchmarks.md', ...Object.keys(files)].map((name) => `docs/${name}`)
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  console.log(`wrote ${(await writeDocs()).join(', ')}`)
 }

@@ -1,6 +1,7 @@
 // npm run bench: runs the scenarios of bench/scenarios/, writes each one's
-// results to bench/results/<id>.json and renders docs/benchmarks.md from the
-// latest results of every scenario.
+// results to bench/results/<id>.json and renders docs/benchmarks.md (and the
+// charts it shows, docs/*.svg) from the latest results of every scenario
+// (bench/render.js, which `node bench/render.js` runs alone).
 //
 //   node bench/run.js [scenario ...] [--quick] [--reps N] [--warmup S] [--duration S]
 //
@@ -8,13 +9,13 @@
 // Each run gets a fresh server process (bench/servers/server.js); the
 // contenders of a scenario take turns, in reverse order every other round.
 import { execFileSync } from 'node:child_process'
-import { mkdirSync, readFileSync, writeFileSync, existsSync } from 'node:fs'
+import { mkdirSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { startServer } from './lib/harness.js'
 import { calibrate } from './lib/work.js'
-import { render } from './render.js'
+import { writeDocs } from './render.js'
 import { scenarios } from './scenarios/index.js'
 
 const here = (path) => fileURLToPath(new URL(path, import.meta.url))
@@ -93,7 +94,7 @@ for (const scenario of selected) {
     /**
      * Measures each contender once per round, each time on a fresh server,
      * until `reps` rounds were undisturbed (see DISTURBED) or EXTRA_ROUNDS
-     * more were run. `server` (default bench/servers/server.js) is the
+     * more were run. `measureOne(server, contender)` measures one. `server` (default bench/servers/server.js) is the
      * server file, `env` more environment for it.
      */
     async rounds (contenders, measureOne, { server: file = serverFile, env } = {}) {
@@ -106,7 +107,7 @@ for (const scenario of selected) {
           let server
           try {
             server = await startServer(file, [contender, String(THREADS)], { env: { BENCH_ITERATIONS: String(iterations), ...env } })
-            const { summary, ...result } = await measureOne(server)
+            const { summary, ...result } = await measureOne(server, contender)
             if (server.exited !== undefined) throw new Error(`the server ended during the run (${server.exited})`)
             round.push({ contender, rep, ...result })
             log(`${scenario.id} round ${rep} ${contender}: ${summary}, other processes ${result.cpu.other} cores`)
@@ -151,8 +152,4 @@ for (const scenario of selected) {
   writeFileSync(`${resultsDir}${scenario.id}.json`, JSON.stringify(record, null, 2) + '\n')
 }
 
-const latest = scenarios
-  .filter((s) => existsSync(`${resultsDir}${s.id}.json`))
-  .map((s) => ({ scenario: s, result: JSON.parse(readFileSync(`${resultsDir}${s.id}.json`, 'utf8')) }))
-writeFileSync(here('../docs/benchmarks.md'), render(latest))
-log('wrote docs/benchmarks.md')
+log(`wrote ${(await writeDocs()).join(', ')}`)

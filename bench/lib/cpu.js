@@ -3,7 +3,7 @@
 // generator (this process), the probe, and everything else on the machine.
 // On a shared machine "other" says how much a run was disturbed.
 import { execFileSync } from 'node:child_process'
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import { performance } from 'node:perf_hooks'
 
 let hz = 100
@@ -53,4 +53,21 @@ export function cpuMeter ({ server, probe }) {
     cores.other = Math.max(0, used('machine') - cores.server - cores.load - cores.probe)
     return Object.fromEntries(Object.entries(cores).map(([k, v]) => [k, round(v)]))
   }
+}
+
+/**
+ * The nice value of each thread of process `pid` (Linux), as
+ * { <nice>: <threads> }, e.g. { 0: 9, 19: 2 }: says whether the pool's
+ * threads really run at the priority asked for. {} where /proc is missing.
+ */
+export function threadNices (pid) {
+  const counts = {}
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8')
+      const nice = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])
+      counts[nice] = (counts[nice] ?? 0) + 1
+    }
+  } catch {}
+  return counts
 }

@@ -3,6 +3,8 @@
 // calling process). Every run is bounded by its duration.
 import { fork, spawn } from 'node:child_process'
 import { once } from 'node:events'
+import { readdirSync } from 'node:fs'
+import os from 'node:os'
 import { relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import autocannon from 'autocannon'
@@ -72,16 +74,75 @@ function nextMessage (child) {
   })
 }
 
-/** Forks the probe (see probe.js) and waits until it is connected; `start()` then `stop()` gives its latencies in ms. */
+/**
+ * Forks the probe (see probe.js) and waits until it is connected; `start()`
+ * then `stop()` gives its latencies in ms, or `stopWithTimes()` gives
+ * { latencies, sentAt } (sentAt[i]: when ping i was sent, ms after start()).
+ */
 export async function startProbe (port, { path = '/ping', interval = 5 } = {}) {
   const child = fork(probeFile, [String(port), path, String(interval)])
   await nextMessage(child)
   return {
     pid: child.pid,
     start: () => child.send('start'),
-    async stop () {
+    async stopWithTimes () {
       child.send('stop')
-      return (await nextMessage(child)).latencies
+      const { latencies, sentAt } = await nextMessage(child)
+      return { latencies, sentAt }
+    },
+    async stop () {
+      return (await this.stopWithTimes()).latencies
+    }
+  }
+}
+
+/**
+ * The slowest ping of each `bucketMs` of the measured window, by the time it
+ * was sent: { bucketMs, max } with max[i] the worst latency (ms, to the
+ * microsecond) of the pings sent in [i * bucketMs, (i + 1) * bucketMs), null
+ * for a bucket with none. Enough for a chart, small enough for the JSON.
+ */
+export function timeline (latencies, sentAt, bucketMs) {
+  const max = []
+  for (let i = 0; i < latencies.length; i++) {
+    const bucket = Math.floor(sentAt[i] / bucketMs)
+    while (max.length <= bucket) max.push(null)
+    max[bucket] = Math.max(max[bucket] ?? 0, Math.round(latencies[i] * 1000) / 1000)
+  }
+  return { bucketMs, max }
+}
+
+/** Gives every thread of process `pid` nice value `nice` (Linux: a nice value is per thread); returns the values they had. */
+export function renice (pid, nice) {
+  const before = new Map()
+  for (const tid of readdirSync(`/proc/${pid}/task`).map(Number)) {
+    try {
+      before.set(tid, os.getPriority(tid))
+      os.setPriority(tid, nice)
+    } catch (err) {
+      if (err.code !== 'ESRCH') throw err // a thread that ended meanwhile
+    }
+  }
+  return before
+}
+
+/**
+ * Runs `fn` with every thread of this process (the load generator) at nice
+ * value `nice`, then puts them back. Undefined: leaves them alone. Children
+ * started meanwhile would inherit the nice value, so start servers and the
+ * probe outside. Lowering the nice value back needs root (CAP_SYS_NICE).
+ */
+export async function atNice (nice, fn) {
+  if (nice === undefined) return fn()
+  const mine = os.getPriority(process.pid)
+  const before = renice(process.pid, nice)
+  try {
+    return await fn()
+  } finally {
+    try {
+      for (const tid of readdirSync('/proc/self/task').map(Number)) os.setPriority(tid, before.get(tid) ?? mine)
+    } catch (err) {
+      throw new Error(`could not restore the load generator's priority (${err.message}): running the load generator at a lower priority needs root`)
     }
   }
 }
@@ -120,16 +181,23 @@ export function percentiles (values) {
  * One measured run: `warmup` seconds of load, then `duration` seconds of load
  * with the /ping probe running beside it (when `probe` is set). `cpu` says
  * how many cores each party used meanwhile (see cpu.js).
+ * `probe.nice`: the probe's nice value (below this process's needs root).
+ * `probe.timeline` (ms): also keep the slowest ping of each such slice of the
+ * measured window (ping.timeline, see timeline()). `loadNice`: the nice value
+ * of the load generator (this process) while it sends load (see atNice());
+ * the probe, started outside, keeps this process's usual priority.
  */
-export async function measure ({ server, path, connections, duration, warmup = 0, probe, pipelining }) {
+export async function measure ({ server, path, connections, duration, warmup = 0, probe, pipelining, loadNice }) {
   const url = server.url + path
-  if (warmup > 0) await load({ url, connections, duration: warmup, pipelining })
+  if (warmup > 0) await atNice(loadNice, () => load({ url, connections, duration: warmup, pipelining }))
   const pinger = probe === undefined ? undefined : await startProbe(server.port, probe)
+  if (probe?.nice !== undefined) renice(pinger.pid, probe.nice)
   const meter = cpuMeter({ server: server.pid, probe: pinger?.pid })
   pinger?.start()
-  const result = await load({ url, connections, duration, pipelining })
+  const result = await atNice(loadNice, () => load({ url, connections, duration, pipelining }))
   const cpu = meter()
-  const pings = pinger === undefined ? undefined : await pinger.stop()
+  const pings = pinger === undefined ? undefined : await pinger.stopWithTimes()
+  const slices = probe?.timeline === undefined || pings === undefined ? undefined : timeline(pings.latencies, pings.sentAt, probe.timeline)
   return {
     requestsPerSec: result.requestsPerSec,
     requests: result.requests,
@@ -137,7 +205,7 @@ export async function measure ({ server, path, connections, duration, warmup = 0
     errors: result.errors,
     non2xx: result.non2xx,
     latency: percentiles(result.latencies),
-    ping: pings === undefined ? undefined : percentiles(pings)
+    ping: pings === undefined ? undefined : { ...percentiles(pings.latencies), ...(slices === undefined ? {} : { timeline: slices }) }
   }
 }
 

@@ -4,7 +4,8 @@
 //   node bench/lib/probe.js <port> <path> <intervalMs>
 //
 // It says 'ready' over IPC once connected, starts on 'start', and on 'stop'
-// sends { latencies } (ms) back and exits.
+// sends { latencies, sentAt } back and exits: each ping's latency (ms) and
+// when it was sent (ms since 'start'), in the order the answers came.
 //
 // intervalMs > 0: one GET every intervalMs, on schedule whether or not the
 // previous one has been answered (an open loop: a stalled server shows as
@@ -23,6 +24,8 @@ const interval = Number(intervalArg)
 const sockets = interval > 0 ? 64 : 1
 const agent = new http.Agent({ keepAlive: true, maxSockets: sockets })
 const latencies = []
+const sentAts = []
+let startedAt = 0
 const pending = new Set()
 let running = false
 let failure
@@ -39,7 +42,10 @@ function get () {
 
 function ping () {
   const sentAt = performance.now()
-  const p = get().then(() => latencies.push(performance.now() - sentAt), (err) => { failure ??= err })
+  const p = get().then(() => {
+    latencies.push(performance.now() - sentAt)
+    sentAts.push(sentAt - startedAt)
+  }, (err) => { failure ??= err })
   pending.add(p)
   return p.finally(() => pending.delete(p))
 }
@@ -62,12 +68,13 @@ process.on('disconnect', () => process.exit(0)) // the parent is gone
 process.on('message', async (msg) => {
   if (msg === 'start') {
     running = true
+    startedAt = performance.now()
     loop = interval > 0 ? openLoop() : backToBack()
   } else if (msg === 'stop') {
     running = false
     await loop
     await Promise.all(pending)
-    const reply = failure === undefined ? { latencies } : { error: failure.message }
+    const reply = failure === undefined ? { latencies, sentAt: sentAts } : { error: failure.message }
     process.send(reply, () => process.exit(0))
   }
 })

@@ -1,6 +1,7 @@
 // a. Event-loop protection: 8 connections hammer a CPU-bound route while the
 // probe sends GET /ping every 5 ms. Does /ping stay fast, and does the CPU
 // route get the second core?
+import { lineChart } from '../lib/chart.js'
 import { measure } from '../lib/harness.js'
 import { busyNote, byContender, contenderRows, failures, num, plural, ratio, spread, table, target, targetsTable, times, withSpread } from '../lib/report.js'
 import { blockingPools, contenders, labels } from './contenders.js'
@@ -11,6 +12,10 @@ export const defaults = { warmup: 1.5, duration: 5 }
 
 const connections = 8
 const interval = 5
+/** The chart's resolution: the slowest ping of each such slice of a run is kept (ms). */
+const BUCKET_MS = 50
+const COLORS = { inline: '#cf222e', piscina: '#0969da', tinypool: '#1a7f37', 'by-hand': '#8250df' }
+const DASHES = { 'by-hand': '5 3' }
 
 const CORES_LIMIT = 'the two worker threads keep both cores busy with /cpu, so the main thread that answers ' +
   '/ping, the probe and autocannon all wait for a core behind them: on a 2-core machine no core is left idle ' +
@@ -24,7 +29,7 @@ export async function run (ctx) {
       connections,
       warmup: ctx.warmup,
       duration: ctx.duration,
-      probe: { interval }
+      probe: { interval, timeline: BUCKET_MS }
     })
     return { ...r, summary: `/cpu ${num(r.requestsPerSec)} req/s, /ping p50 ${num(r.ping.p50)} ms p99 ${num(r.ping.p99)} ms` }
   })
@@ -85,7 +90,8 @@ export function render ({ settings, runs, reps }) {
       })
     ]
   })
-  return { targets, body: `
+  const chart = timelineChart(runs, settings)
+  return { targets, files: chart === undefined ? {} : { 'event-loop.svg': chart.svg }, body: `
 ${settings.connections} autocannon connections send \`GET /cpu\` back to back for each run's
 measured seconds; the route does ${num(settings.iterations)} pbkdf2-sha256 rounds
 (fixed work, calibrated to about ${settings.workMs} ms on one idle core at the start of the run).
@@ -100,10 +106,52 @@ ${table(['contender', '/ping p50 ms', '/ping p99 ms', '/ping max ms', '/cpu req/
 the probe (from /proc); the machine is shared, and every core they take is missing above.
 ${failures(runs, labels)}
 
-Ratios, each taken between runs made in the same round (median and range over the rounds):
+${chart === undefined ? '' : `![/ping latency over one run, each contender: inline in the hundreds of milliseconds, the blocking contenders under about ten](event-loop.svg)
+
+*\`/ping\` latency over time* ([event-loop.svg](event-loop.svg), drawn by \`bench/scenarios/event-loop.js\`): the
+slowest ping of each ${chart.bucketMs} ms of round ${chart.rep}'s runs (${chart.why}), on a log scale, by the time it was sent.
+Inline, every \`/cpu\` request holds the event loop for its whole ~${settings.workMs} ms and pings queue behind the
+requests already waiting; with a pool, the main thread only waits for a core.
+
+`}Ratios, each taken between runs made in the same round (median and range over the rounds):
 
 ${table(['blocking contender', '/ping p99 vs inline', '/cpu req/s vs inline', '/cpu req/s vs by hand'], ratios)}
 
 ${targetsTable(targets)}
 ` }
+}
+
+/**
+ * docs/event-loop.svg: /ping latency over the measured seconds, one line per
+ * contender, all from one round: the one whose /ping p99s are closest to the
+ * medians of the table. Undefined when the runs kept no timeline.
+ */
+function timelineChart (runs, settings) {
+  if (!runs.every((r) => r.ping.timeline !== undefined)) return undefined
+  const medians = Object.fromEntries(contenders.map((c) => [c, spread(byContender(runs, c), (r) => r.ping.p99).median]))
+  const reps = [...new Set(runs.map((r) => r.rep))].filter((rep) => contenders.every((c) => runs.some((r) => r.rep === rep && r.contender === c)))
+  if (reps.length === 0) return undefined
+  const distance = (rep) => contenders.reduce((sum, c) => sum + Math.abs(Math.log(runs.find((r) => r.rep === rep && r.contender === c).ping.p99 / medians[c])), 0)
+  const rep = reps.reduce((a, b) => (distance(b) < distance(a) ? b : a))
+  const chosen = contenders.map((c) => runs.find((r) => r.rep === rep && r.contender === c))
+  const bucketMs = chosen[0].ping.timeline.bucketMs
+  const seconds = Math.max(...chosen.map((r) => r.ping.timeline.max.length)) * bucketMs / 1000
+  const plain = (label) => label.replaceAll('`', '')
+  const svg = lineChart({
+    title: `/ping latency while ${settings.connections} connections load a ~${settings.workMs} ms CPU-bound route`,
+    subtitle: `slowest of each ${bucketMs} ms of pings (one every ${settings.interval} ms), round ${rep}; log scale`,
+    series: chosen.map((r) => ({
+      label: `${plain(labels[r.contender])}: p99 ${num(r.ping.p99)} ms`,
+      color: COLORS[r.contender],
+      dash: DASHES[r.contender],
+      points: r.ping.timeline.max.map((v, i) => [(i * bucketMs) / 1000, v])
+    })),
+    xMax: Math.floor(seconds),
+    xStep: 1,
+    xLabel: 'seconds into the measured run (when the ping was sent)',
+    yLabel: 'slowest /ping of the slice, ms',
+    yMin: 0.1,
+    refs: [{ y: 15, label: 'target for the blocking pools: p99 ≤ 15 ms' }]
+  })
+  return { svg, rep, bucketMs, why: reps.length === 1 ? 'the only complete round counted' : `of the ${reps.length} rounds counted, the one whose \`/ping\` p99s are closest to the medians above` }
 }

@@ -5,7 +5,7 @@
 //   run(ctx)        measures; resolves to what render() needs (JSON-safe)
 //   render(result)  a markdown section, with its targets marked PASS or MISS
 // ctx (see bench/run.js): { reps, warmup, duration, threads, iterations,
-// rounds(contenders, measureOne), log }.
+// rounds(contenders, measureOne), log }; measureOne(server, contender).
 // defaults may also give `reps`, the rounds run.js makes unless told (else 5);
 // rounds() takes { server, env } for a server file other than server.js.
 // Streaming, background tasks and multipart get a module each here.
@@ -14,6 +14,7 @@ import * as overhead from './overhead.js'
 import * as stream from './stream.js'
 import * as background from './background.js'
 import * as multipart from './multipart.js'
+import * as priority from './priority.js'
 
 export const scenarios = [eventLoop, overhead]
-scenarios.push(stream, background, multipart)
+scenarios.push(stream, background, multipart, priority)

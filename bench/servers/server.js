@@ -1,19 +1,23 @@
 // One server under test, in a process of its own:
 //
 //   node bench/servers/server.js <inline|piscina|tinypool|by-hand> [threads]
+//   node bench/servers/server.js <piscina|tinypool>:<priority> [threads]
 //
 // Routes: GET /ping (always inline), GET /cpu (BENCH_ITERATIONS pbkdf2
 // rounds) and GET /ok ({ ok: true }). The contender decides where /cpu and
 // /ok run: on the main thread, through fastify-blocking with either pool, or
-// through an async route that calls piscina.run() by hand. It prints its
-// address on stdout and closes on SIGTERM.
+// through an async route that calls piscina.run() by hand. `:<priority>`
+// after a pool gives the plugin's `priority` option (a nice increment for the
+// pool's threads, 0 to 19; default 0). It prints its address on stdout and
+// closes on SIGTERM.
 import Fastify from 'fastify'
 import { Piscina } from 'piscina'
 import blocking from 'fastify-blocking'
 import { cpuWork } from '../lib/work.js'
 import { cpu, ok } from './handlers.js'
 
-const [contender, threadsArg = '2'] = process.argv.slice(2)
+const [name, threadsArg = '2'] = process.argv.slice(2)
+const [contender, priorityArg = '0'] = name.split(':')
 const threads = Number(threadsArg)
 const iterations = Number(process.env.BENCH_ITERATIONS ?? 80_000)
 // Every pool starts all its threads and keeps them.
@@ -29,7 +33,7 @@ switch (contender) {
     break
   case 'piscina':
   case 'tinypool':
-    await app.register(blocking, { pool: contender, ...poolOptions })
+    await app.register(blocking, { pool: contender, priority: Number(priorityArg), ...poolOptions })
     app.get('/cpu', { blocking: true }, cpu)
     app.get('/ok', { blocking: true }, ok)
     break
@@ -45,5 +49,5 @@ switch (contender) {
 }
 
 const address = await app.listen({ host: '127.0.0.1', port: 0 })
-process.stdout.write(`${contender} listening on ${address}\n`)
+process.stdout.write(`${name} listening on ${address}\n`)
 process.once('SIGTERM', () => app.close().then(() => process.exit(0)))
