@@ -87,24 +87,38 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     throw new FST_BLOCKING_INVALID_OPTION('fastify-blocking is already registered: register it once, at the root of the app')
   }
   const options = resolveOptions(opts)
+  // Background tasks at a lower priority than requests need threads of their
+  // own: an unprivileged thread cannot raise its priority back after a task.
+  const ownBackgroundThreads = options.backgroundPriority !== options.priority
   const scheduler = new Scheduler({
     capacity: options.maxThreads,
     concurrency: STREAMS_PER_THREAD + 1,
     maxQueue: options.maxQueue,
     backgroundQueue: options.backgroundQueue,
-    pressure: options.pressure
+    pressure: options.pressure,
+    backgroundCapacity: ownBackgroundThreads ? options.maxThreads : 0
   })
-  const pool = await createPool(options.pool, {
+  const poolConfig = {
     maxThreads: options.maxThreads,
     minThreads: options.minThreads,
     idleTimeout: options.idleTimeout,
     concurrency: STREAMS_PER_THREAD + 1,
     resourceLimits: options.resourceLimits,
     workerData: { slots: scheduler.slots, gauges: scheduler.gauges, pool: options.pool, priority: options.priority },
-    isBusy: (threadId) => scheduler.isBusy(threadId),
-    onError: (err) => fastify.log.error({ err }, 'fastify-blocking: a worker thread failed while idle; it was replaced')
-  })
-  scheduler.attach(pool)
+    isBusy: (threadId: number) => scheduler.isBusy(threadId),
+    onError: (err: Error) => fastify.log.error({ err }, 'fastify-blocking: a worker thread failed while idle; it was replaced')
+  }
+  const pool = await createPool(options.pool, poolConfig)
+  const backgroundPool = ownBackgroundThreads
+    ? await createPool(options.pool, {
+      ...poolConfig,
+      // Started when background tasks come, one task each.
+      minThreads: 0,
+      concurrency: 1,
+      workerData: { ...poolConfig.workerData, priority: options.backgroundPriority }
+    })
+    : undefined
+  scheduler.attach(pool, backgroundPool)
   const background = new Background(scheduler, options.taskTimeout)
 
   const routes: BlockingRoute[] = []
@@ -171,6 +185,13 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     if (problems.length > 0) {
       throw new FST_BLOCKING_HANDLER_NOT_DEFINED(problems.join('\n'))
     }
+    if (backgroundPool !== undefined) {
+      // Said once, as for the request threads: one background thread tries now.
+      const { priorityRefused } = await backgroundPool.run({ type: 'blocking:check', fns: [] }, undefined) as CheckOutcome
+      if (priorityRefused !== undefined) {
+        fastify.log.debug({ priority: options.backgroundPriority }, `fastify-blocking: background threads run at normal priority: ${priorityRefused}`)
+      }
+    }
   })
 
   fastify.addHook('onClose', async () => {
@@ -178,7 +199,7 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
       // Background tasks are logged with their request's reqId by background.ts.
       if (job.lane === 'request') fastify.log.error({ task: job.label }, `fastify-blocking: closing, dropped ${job.label}, which had not started`)
     })
-    await pool.destroy()
+    await Promise.all([pool.destroy(), backgroundPool?.destroy()])
   })
 
   const decorator: BlockingDecorator = {
@@ -206,7 +227,7 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
       const { request, background, utilization } = scheduler.stats()
       const byRoute: BlockingStats['routes'] = {}
       for (const route of routes) byRoute[route.label] = route.meter.stats()
-      return { threads: pool.threads(), ...request, utilization, background, routes: byRoute }
+      return { threads: pool.threads() + (backgroundPool?.threads() ?? 0), ...request, utilization, background, routes: byRoute }
     },
     isUnderPressure () {
       return scheduler.underPressure()

@@ -90,9 +90,12 @@ export class Lane extends Meter {
     const head = this.peek()
     if (head === undefined) return undefined
     if (fits(head)) return this.shift()
+    // Tasks that are not streams all fit or none does: only a stream at the
+    // head (held back by the streams' cap) is worth looking past.
+    if (head.job.stream !== true) return undefined
     for (let i = this.head + 1; i < this.queue.length; i++) {
       const entry = this.queue[i]
-      if (entry !== undefined && entry.phase === Phase.Queued && fits(entry)) {
+      if (entry !== undefined && entry.phase === Phase.Queued && entry.job.stream !== true && fits(entry)) {
         this.queue[i] = undefined
         this.forget(entry)
         return entry

@@ -16,7 +16,10 @@ export interface ResolvedOptions {
   closeTimeout: number
   backgroundQueue: number
   resourceLimits: NonNullable<BlockingPluginOptions['resourceLimits']>
+  /** Nice increment of the threads that run requests (and background tasks, unless they have their own). */
   priority: number
+  /** Nice increment of background tasks' threads: when it differs from `priority`, they get a pool of their own. */
+  backgroundPriority: number
   multipart: { limits: MultipartLimits, spoolThreshold: number }
   serverTiming: boolean
   pressure: PressureThresholds
@@ -75,13 +78,32 @@ function limits (name: string, value: unknown): MultipartLimits {
   return out
 }
 
-/** `priority`: a nice increment for every pool thread, 0 (normal) to 19 (lowest). */
-function priority (value: unknown): number {
-  if (value === undefined) return 0
+/** A nice increment, 0 (normal) to 19 (lowest). */
+function niceIncrement (name: string, value: unknown, fallback: number): number {
+  if (value === undefined) return fallback
   if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 19) {
-    throw invalid(`options.priority must be an integer from 0 (normal) to 19 (lowest), got ${String(value)}`)
+    throw invalid(`options.${name} must be an integer from 0 (normal) to 19 (lowest), got ${String(value)}`)
   }
   return value
+}
+
+/** The default nice increment of pool threads (see docs/benchmarks.md, "Priority"). */
+export const DEFAULT_PRIORITY = 0
+
+/** `priority`: one increment for every thread, or `{ requests, background }`. */
+function priority (value: unknown): { requests: number, background: number } {
+  if (value === undefined || typeof value !== 'object' || value === null || Array.isArray(value)) {
+    const requests = niceIncrement('priority', value, DEFAULT_PRIORITY)
+    return { requests, background: requests }
+  }
+  const given = value as Record<string, unknown>
+  onlyKeys('options.priority', given, ['requests', 'background'])
+  const requests = niceIncrement('priority.requests', given.requests, DEFAULT_PRIORITY)
+  const background = niceIncrement('priority.background', given.background, requests)
+  if (background < requests) {
+    throw invalid(`options.priority.background (${background}) must not be below options.priority.requests (${requests}): background tasks never run ahead of requests`)
+  }
+  return { requests, background }
 }
 
 function boolean (name: string, value: unknown, fallback: boolean): boolean {
@@ -127,6 +149,7 @@ export function resolveOptions (opts: BlockingPluginOptions): ResolvedOptions {
     throw invalid(`options.minThreads (${minThreads}) must not exceed options.maxThreads (${maxThreads})`)
   }
   const multipart = object('multipart', given.multipart)
+  const priorities = priority(given.priority)
   return {
     pool,
     maxThreads,
@@ -137,7 +160,8 @@ export function resolveOptions (opts: BlockingPluginOptions): ResolvedOptions {
     closeTimeout: integer('closeTimeout', given.closeTimeout, 10_000, 0),
     backgroundQueue: integer('backgroundQueue', given.backgroundQueue, 10_000, 0),
     resourceLimits: object('resourceLimits', given.resourceLimits),
-    priority: priority(given.priority),
+    priority: priorities.requests,
+    backgroundPriority: priorities.background,
     multipart: {
       limits: { ...DEFAULT_MULTIPART_LIMITS, ...limits('multipart.limits', multipart.limits) },
       spoolThreshold: integer('multipart.spoolThreshold', multipart.spoolThreshold, 1_048_576, 0)

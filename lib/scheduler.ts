@@ -77,6 +77,11 @@ export interface SchedulerOptions {
   maxQueue: number
   backgroundQueue: number
   pressure: PressureThresholds
+  /**
+   * Background tasks that run at once when they have a pool of their own
+   * (a lower `priority.background`); 0 = they share the request pool.
+   */
+  backgroundCapacity: number
 }
 
 export class Scheduler {
@@ -96,6 +101,8 @@ export class Scheduler {
   private readonly maxStreams: number
   private readonly lanes: Record<LaneName, Lane>
   private pool: PoolAdapter | undefined
+  /** Threads of their own for background tasks, at a lower priority; else they share `pool`. */
+  private backgroundPool: PoolAdapter | undefined
   private closing = false
   private stopped = false
   private idleWaiters: Array<() => void> = []
@@ -107,7 +114,7 @@ export class Scheduler {
   private previousWaitP99 = 0
 
   constructor (readonly options: SchedulerOptions) {
-    const slots = options.capacity * options.concurrency
+    const slots = options.capacity * options.concurrency + options.backgroundCapacity
     this.maxStreams = options.capacity * (options.concurrency - 1)
     this.slots = new SharedArrayBuffer(slots * SLOT_INTS * Int32Array.BYTES_PER_ELEMENT)
     this.state = new Int32Array(this.slots)
@@ -148,8 +155,14 @@ export class Scheduler {
     this.publish()
   }
 
-  attach (pool: PoolAdapter): void {
+  attach (pool: PoolAdapter, backgroundPool?: PoolAdapter): void {
     this.pool = pool
+    this.backgroundPool = backgroundPool
+  }
+
+  /** Whether a job runs on the background tasks' own pool (it then never counts against capacity). */
+  private ownPool (job: Job): boolean {
+    return job.lane === 'background' && this.backgroundPool !== undefined
   }
 
   /**
@@ -172,7 +185,9 @@ export class Scheduler {
       entry.reject = reject
     })
     entry.enqueuedAt = now()
-    if (this.canDispatch(job) && this.lanes.request.waiting === 0 && (job.lane === 'request' || lane.waiting === 0)) {
+    // Nothing may overtake what waits ahead of it: requests go before background tasks that share their threads.
+    const ahead = job.lane === 'request' ? lane.waiting : lane.waiting + (this.ownPool(job) ? 0 : this.lanes.request.waiting)
+    if (ahead === 0 && this.canDispatch(job)) {
       this.dispatch(entry)
     } else if (lane.waiting >= lane.limit && !reserved) {
       throw this.refuse(entry, new FST_BLOCKING_QUEUE_FULL(`${lane.waiting} ${job.lane === 'request' ? 'requests' : 'background tasks'} are waiting`))
@@ -183,13 +198,15 @@ export class Scheduler {
       lane.push(entry)
       if (job.lane === 'background') this.publish()
       // Threads may be free while the queue's head waits for the streams' cap.
-      if (this.active < this.options.capacity && this.free.length > 0) this.next()
+      this.next()
     }
     return entry
   }
 
   private canDispatch (job: Job): boolean {
-    if (this.active >= this.options.capacity || this.free.length === 0) return false
+    if (this.free.length === 0) return false
+    if (this.ownPool(job)) return this.lanes.background.running < this.options.backgroundCapacity
+    if (this.active >= this.options.capacity) return false
     if (job.stream === true) return this.streams < this.maxStreams
     // Background tasks leave one thread to requests (when there are two or more):
     // a request then waits for no background task at all.
@@ -317,16 +334,21 @@ export class Scheduler {
     }
   }
 
-  private dispatch (entry: Entry): void {
-    const pool = this.pool
+  private poolOf (job: Job): PoolAdapter {
+    const pool = this.ownPool(job) ? this.backgroundPool : this.pool
     /* c8 ignore next */
     if (pool === undefined) throw new Error('fastify-blocking: the scheduler has no pool yet')
-    const slot = this.free.pop() as number
+    return pool
+  }
+
+  private dispatch (entry: Entry): void {
     const { job } = entry
+    const pool = this.poolOf(job)
+    const slot = this.free.pop() as number
     entry.phase = Phase.Running
     entry.slot = slot
     entry.dispatchedAt = now()
-    this.active++
+    if (!this.ownPool(job)) this.active++
     if (job.stream === true) this.streams++
     const lane = this.lanes[job.lane]
     const waited = entry.dispatchedAt - entry.enqueuedAt
@@ -395,7 +417,7 @@ export class Scheduler {
     this.report(entry, 'timeout', err)
     entry.reject(err)
     const thread = Atomics.load(this.state, slot * SLOT_INTS + SLOT_THREAD)
-    entry.timer = setTimeout(() => { if (thread !== 0) this.pool?.terminate(thread) }, TIMEOUT_GRACE_MS)
+    entry.timer = setTimeout(() => { if (thread !== 0) this.poolOf(job).terminate(thread) }, TIMEOUT_GRACE_MS)
     entry.timer.unref()
   }
 
@@ -417,7 +439,7 @@ export class Scheduler {
     this.free.push(slot)
     this.inFlight.delete(entry)
     entry.phase = Phase.Done
-    if (!entry.paused) this.active--
+    if (!entry.paused && !this.ownPool(job)) this.active--
     if (job.stream === true) this.streams--
     lane.running--
     if (meter !== undefined) meter.running--
@@ -473,8 +495,8 @@ export class Scheduler {
 
   private next (): void {
     const fits = (entry: Entry): boolean => this.canDispatch(entry.job)
-    while (this.active < this.options.capacity && this.free.length > 0) {
-      const entry = this.lanes.request.take(fits) ?? this.lanes.background.take(fits)
+    while (this.free.length > 0) {
+      const entry = (this.active < this.options.capacity ? this.lanes.request.take(fits) : undefined) ?? this.lanes.background.take(fits)
       if (entry === undefined) break
       this.dispatch(entry)
     }

@@ -113,13 +113,16 @@ export interface BlockingPluginOptions {
   }
   multipart?: { limits?: MultipartLimits, spoolThreshold?: number }
   /**
-   * Lowers the OS scheduling priority of every pool thread by this nice
-   * increment (0 normal, up to 19), so that the event loop wins the CPU when
-   * the pool saturates the cores. Needs the optional `@napi-rs/nice`; without
-   * it (or where the OS refuses) threads run at normal priority and it is
-   * logged once at debug level. Default 0.
+   * Lowers the OS scheduling priority of pool threads by this nice increment
+   * (0 normal, up to 19), so that the event loop wins the CPU when the pool
+   * saturates the cores. `{ requests, background }` sets the two kinds of work
+   * apart: background tasks with a larger increment get threads of their own
+   * (up to `maxThreads`, started when needed), which yield the CPU to request
+   * handlers too. Needs the optional `@napi-rs/nice`; without it (or where the
+   * OS refuses) threads run at normal priority and it is logged once at debug
+   * level. Default 0.
    */
-  priority?: number
+  priority?: number | { requests?: number, background?: number }
   /**
    * Add a `Server-Timing` header to the responses of blocking routes:
    * `blocking-wait` (queue wait) and `blocking-run` (run time in the worker,
