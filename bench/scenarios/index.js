@@ -15,6 +15,7 @@ import * as stream from './stream.js'
 import * as background from './background.js'
 import * as multipart from './multipart.js'
 import * as priority from './priority.js'
+import * as detect from './detect.js'
 
 export const scenarios = [eventLoop, overhead]
-scenarios.push(stream, background, multipart, priority)
+scenarios.push(stream, background, multipart, priority, detect)

@@ -2,14 +2,17 @@
 //
 //   node bench/servers/server.js <inline|piscina|tinypool|by-hand> [threads]
 //   node bench/servers/server.js <piscina|tinypool>:<priority> [threads]
+//   node bench/servers/server.js <plugin-inline|plugin-detect> [threads]
 //
 // Routes: GET /ping (always inline), GET /cpu (BENCH_ITERATIONS pbkdf2
 // rounds) and GET /ok ({ ok: true }). The contender decides where /cpu and
 // /ok run: on the main thread, through fastify-blocking with either pool, or
 // through an async route that calls piscina.run() by hand. `:<priority>`
 // after a pool gives the plugin's `priority` option (a nice increment for the
-// pool's threads, 0 to 19; default 0). It prints its address on stdout and
-// closes on SIGTERM.
+// pool's threads, 0 to 19; default 0). plugin-inline and plugin-detect
+// register the plugin (detectBlocking off, then on) but answer /ok on the
+// main thread: the cost of the blocking detector. It prints its address on
+// stdout and closes on SIGTERM.
 import Fastify from 'fastify'
 import { Piscina } from 'piscina'
 import blocking from 'fastify-blocking'
@@ -36,6 +39,12 @@ switch (contender) {
     await app.register(blocking, { pool: contender, priority: Number(priorityArg), ...poolOptions })
     app.get('/cpu', { blocking: true }, cpu)
     app.get('/ok', { blocking: true }, ok)
+    break
+  case 'plugin-inline':
+  case 'plugin-detect':
+    // A threshold no request reaches: only the timing itself is measured.
+    await app.register(blocking, { ...poolOptions, detectBlocking: contender === 'plugin-detect' && { thresholdMs: 1000 } })
+    app.get('/ok', async () => ({ ok: true }))
     break
   case 'by-hand': {
     const pool = new Piscina({ filename: new URL('./piscina-worker.js', import.meta.url).href, ...poolOptions })
