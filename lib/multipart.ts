@@ -20,7 +20,7 @@ import { payloadOf } from './route.js'
 import type { Scheduler } from './scheduler.js'
 import type { ReadMultipartOptions, ReadMultipartResult } from './types.js'
 import { copyBytes, ownBuffer } from '../workers/clone.js'
-import type { ParseTask, UploadControl, UploadLimits, UploadMessage, UploadSpec } from '../workers/protocol.js'
+import { PayloadKind, type ParseTask, type UploadControl, type UploadLimits, type UploadMessage, type UploadSpec } from '../workers/protocol.js'
 
 const PRIVATE_TYPE = 'application/x-fastify-blocking-multipart'
 /** Bytes of a body in flight to the worker before it grants more. */
@@ -185,6 +185,10 @@ export function startUpload (body: Readable, contentType: string, limits: Upload
     async cleanup () {
       stop()
       port.close()
+      // The worker's end too, in case it never left this thread (the task was
+      // dropped before a thread took it): closing ours alone would keep it, and
+      // the chunks queued in it, alive for good. Once transferred this is a no-op.
+      port2.close()
       await Promise.all(spooled.splice(0).map((path) => unlink(path).catch(() => {
         // Already deleted by the worker: the usual case.
       })))
@@ -236,11 +240,19 @@ export function readMultipart (
   const submitted = entry
   upload.onWaiting = () => scheduler.pause(submitted)
   upload.onParsed = () => scheduler.resume(submitted)
-  // Spooled files live until the response has been sent.
+  // Spooled files live until the response has been sent. A client that goes
+  // away first also takes the task out of the queue, if it is still there.
   const reply = (request as UploadRequest)[kReply]
-  if (reply !== undefined) reply.raw.once('close', () => { void upload.cleanup() })
-  else void entry.promise.finally(() => upload.cleanup())
+  if (reply !== undefined) {
+    reply.raw.once('close', () => {
+      scheduler.cancel(submitted)
+      void upload.cleanup()
+    })
+  } else {
+    void entry.promise.finally(() => upload.cleanup())
+  }
   return entry.promise.then((outcome) => {
+    if (outcome.kind === PayloadKind.Skipped) throw new FST_BLOCKING_MULTIPART_INVALID('the request body ended early (the client went away)')
     const result = payloadOf(outcome) as ReadMultipartResult
     for (const file of result.files) {
       if (file.buffer !== undefined) file.buffer = Buffer.from(file.buffer.buffer, file.buffer.byteOffset, file.buffer.byteLength)
