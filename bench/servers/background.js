@@ -1,9 +1,11 @@
 // The server of the background scenario:
 //
-//   node bench/servers/background.js <piscina|tinypool|piscina-priority> [threads]
+//   node bench/servers/background.js <piscina|tinypool|piscina-priority|piscina-bg19|tinypool-bg19> [threads]
 //
 // piscina-priority: piscina with `priority: 19` (pool threads at the lowest
 // scheduling priority, so that the main thread wins a core when both want one).
+// <pool>-bg19: `priority: { requests: 0, background: 19 }`, background tasks
+// on threads of their own at the lowest priority.
 // GET /ok: the trivial blocking route of the overhead scenario.
 // POST /backlog?n=N&ms=M: answers at once, then N background tasks that each
 // busy-wait M ms are queued (reply.background, called N times on the main
@@ -21,7 +23,7 @@ const [pool, variant] = contender.split('-')
 const app = Fastify({ logger: false })
 await app.register(blocking, {
   pool,
-  priority: variant === 'priority' ? 19 : 0,
+  priority: variant === 'priority' ? 19 : variant === 'bg19' ? { requests: 0, background: 19 } : 0,
   maxThreads: threads,
   minThreads: threads,
   idleTimeout: 60_000,
