@@ -140,10 +140,13 @@ export class Scheduler {
    * already promised) is full or the scheduler is closed.
    */
   reserve (label: string): void {
-    if (this.closing) throw new FST_BLOCKING_CLOSED(`${label} was not queued`)
     const lane = this.lanes.background
-    if (lane.waiting + this.reserved >= lane.limit) {
-      throw new FST_BLOCKING_QUEUE_FULL(`${label}: ${lane.waiting + this.reserved} background tasks are waiting`)
+    let refused: Error | undefined
+    if (this.closing) refused = new FST_BLOCKING_CLOSED(`${label} was not queued`)
+    else if (lane.waiting + this.reserved >= lane.limit) refused = new FST_BLOCKING_QUEUE_FULL(`${label}: ${lane.waiting + this.reserved} background tasks are waiting`)
+    if (refused !== undefined) {
+      if (observed()) publishTask({ lane: 'background', name: label, outcome: 'rejected', waitTime: 0, runTime: 0, error: { name: refused.name, message: refused.message, code: (refused as Error & { code: string }).code } })
+      throw refused
     }
     this.reserved++
     this.publish()

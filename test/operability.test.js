@@ -135,6 +135,21 @@ for (const pool of pools) {
     t.notOk('route' in mine.find((m) => m.name === 'app.blocking.run(waitAtGate)'))
   })
 
+  test(`${pool}: background tasks are published too, refused ones included`, async (t) => {
+    const messages = listen(t)
+    const app = await build(t, pool, { maxThreads: 1, backgroundQueue: 0 })
+    app.post('/later', (request, reply) => {
+      try {
+        reply.background(f.ranCount)
+      } catch (err) {
+        return { refused: err.code }
+      }
+      return { refused: null }
+    })
+    t.same((await app.inject({ method: 'POST', url: '/later' })).json(), { refused: 'FST_BLOCKING_QUEUE_FULL' })
+    t.match(messages.find((m) => m.lane === 'background'), { name: 'ranCount', outcome: 'rejected', error: { code: 'FST_BLOCKING_QUEUE_FULL' } })
+  })
+
   test(`${pool}: a queued request whose client left is published as skipped`, async (t) => {
     const messages = listen(t)
     const app = await build(t, pool, { maxThreads: 1 })
