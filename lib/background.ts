@@ -46,7 +46,7 @@ export class Background {
     if (problem !== undefined) {
       throw new FST_BLOCKING_NOT_CLONEABLE(`${label}: an argument cannot be sent to a worker: ${problem}`)
     }
-    this.scheduler.reserve(label)
+    this.scheduler.reserve(label, definition.name)
     this.attach(reply, { fn: definition.id, name: definition.name, args, buffers: bufferIndexes(args), log: reply.log })
   }
 
@@ -55,7 +55,7 @@ export class Background {
     for (const call of calls) {
       const name = nameOfId(call.fn)
       try {
-        this.scheduler.reserve(`reply.background(${name})`)
+        this.scheduler.reserve(`reply.background(${name})`, name)
       } catch (err) {
         reply.log.error({ err, task: name }, `fastify-blocking: background task ${name} was dropped`)
         continue

@@ -27,6 +27,7 @@ import {
   now,
   PayloadKind,
   SLOT_INTS,
+  SLOT_BEGIN_F64,
   SLOT_START_F64,
   SLOT_STATE,
   SLOT_THREAD,
@@ -139,13 +140,16 @@ export class Scheduler {
    * once the response has been sent. Throws when the queue (with what is
    * already promised) is full or the scheduler is closed.
    */
-  reserve (label: string): void {
+  reserve (label: string, name = label): void {
     const lane = this.lanes.background
     let refused: Error | undefined
     if (this.closing) refused = new FST_BLOCKING_CLOSED(`${label} was not queued`)
     else if (lane.waiting + this.reserved >= lane.limit) refused = new FST_BLOCKING_QUEUE_FULL(`${label}: ${lane.waiting + this.reserved} background tasks are waiting`)
     if (refused !== undefined) {
-      if (observed()) publishTask({ lane: 'background', name: label, outcome: 'rejected', waitTime: 0, runTime: 0, error: { name: refused.name, message: refused.message, code: (refused as Error & { code: string }).code } })
+      if (observed()) {
+        const { code, statusCode } = refused as Error & { code: string, statusCode: number }
+        publishTask({ lane: 'background', name, outcome: 'rejected', waitTime: 0, runTime: 0, error: { name: refused.name, message: refused.message, code, statusCode } })
+      }
       throw refused
     }
     this.reserved++
@@ -194,8 +198,9 @@ export class Scheduler {
       this.dispatch(entry)
     } else if (lane.waiting >= lane.limit && !reserved) {
       throw this.refuse(entry, new FST_BLOCKING_QUEUE_FULL(`${lane.waiting} ${job.lane === 'request' ? 'requests' : 'background tasks'} are waiting`))
-    } else if (job.lane === 'request' && this.pressured() !== undefined) {
-      // Shed before the queue fills: only work that would have to wait is refused.
+    } else if (job.lane === 'request' && !this.canDispatch(job) && this.pressured() !== undefined) {
+      // Shed before the queue fills: only work that has to wait for a thread is refused
+      // (not a request that waits only behind streams held back by their cap).
       throw this.refuse(entry, new FST_BLOCKING_UNDER_PRESSURE(this.pressured() as string))
     } else {
       lane.push(entry)
@@ -282,9 +287,11 @@ export class Scheduler {
     return undefined
   }
 
-  /** Under pressure by a configured threshold, or with the request queue full. */
+  /** Under pressure by a configured threshold, or with the request queue full (with maxQueue 0: every thread busy). */
   underPressure (): boolean {
-    return this.lanes.request.waiting >= this.lanes.request.limit || this.pressured() !== undefined
+    const lane = this.lanes.request
+    const full = lane.limit > 0 ? lane.waiting >= lane.limit : this.active >= this.options.capacity
+    return full || this.pressured() !== undefined
   }
 
   /** Whether a thread runs a task now, as opposed to holding only tasks that wait for their clients. */
@@ -368,6 +375,7 @@ export class Scheduler {
     Atomics.store(this.state, slot * SLOT_INTS + SLOT_STATE, SlotState.Posted)
     Atomics.store(this.state, slot * SLOT_INTS + SLOT_THREAD, 0)
     this.start[slot * (SLOT_INTS / 2) + SLOT_START_F64] = 0
+    this.start[slot * (SLOT_INTS / 2) + SLOT_BEGIN_F64] = 0
     job.task.slot = slot
     if (job.timeout > 0) {
       entry.timer = setTimeout(() => this.checkTimeout(entry), job.timeout)
@@ -414,7 +422,7 @@ export class Scheduler {
     entry.answered = true
     this.lanes[job.lane].failed++
     if (job.meter !== undefined) job.meter.failed++
-    entry.startedAt = started
+    entry.startedAt = this.start[slot * (SLOT_INTS / 2) + SLOT_BEGIN_F64]!
     entry.endedAt = now()
     const err = new FST_BLOCKING_TIMEOUT(job.label, job.timeout)
     this.report(entry, 'timeout', err)
@@ -429,12 +437,16 @@ export class Scheduler {
     const lane = this.lanes[job.lane]
     if (entry.timer !== undefined) clearTimeout(entry.timer)
     const { meter } = job
+    // The timeout clock's last start (0: no thread started it), and the task's first.
     const started = this.start[slot * (SLOT_INTS / 2) + SLOT_START_F64]!
+    const began = this.start[slot * (SLOT_INTS / 2) + SLOT_BEGIN_F64]!
     const ended = now()
     if (started > 0) {
-      record(lane.runTime, ended - started)
-      if (meter !== undefined) record(meter.runTime, ended - started)
-      this.busyMs += ended - started
+      // A stream or upload runs from its start, its waits for the client included;
+      // utilization counts only the stretch since its last wait.
+      record(lane.runTime, ended - began)
+      if (meter !== undefined) record(meter.runTime, ended - began)
+      if (!this.ownPool(job)) this.busyMs += ended - started
     }
     Atomics.store(this.state, slot * SLOT_INTS + SLOT_STATE, SlotState.Free)
     // Wakes a worker-side Atomics.waitAsync() on this slot, if any (see workers/signal.ts).
@@ -457,7 +469,7 @@ export class Scheduler {
     }
     if (!entry.answered) {
       // A task that timed out was reported then, with its own times.
-      entry.startedAt = started
+      entry.startedAt = began
       entry.endedAt = ended
       if (err === undefined && outcome !== undefined && outcome.kind !== PayloadKind.Error) {
         lane.completed++
@@ -568,7 +580,7 @@ export class Scheduler {
    */
   timing (entry: Entry): { wait: number, run: number } | undefined {
     let started = entry.startedAt
-    if (started === 0 && entry.phase === Phase.Running) started = this.start[entry.slot * (SLOT_INTS / 2) + SLOT_START_F64]!
+    if (started === 0 && entry.phase === Phase.Running) started = this.start[entry.slot * (SLOT_INTS / 2) + SLOT_BEGIN_F64]!
     if (started === 0) return undefined
     return { wait: started - entry.enqueuedAt, run: (entry.endedAt === 0 ? now() : entry.endedAt) - started }
   }

@@ -68,6 +68,7 @@ export function startStream (
       if (finished) return
       finish()
       if (body === undefined) {
+        if (route.options.serverTiming) serverTiming(reply, scheduler, entry)
         reject(err)
       } else {
         // Headers are gone: the error handler cannot answer. Cut the response

@@ -166,7 +166,7 @@ export interface LaneStats {
 
 export interface BlockingStats extends LaneStats {
   threads: number
-  /** Share of thread time spent running tasks since the pool started, 0..1. */
+  /** Share of the request threads' time spent running tasks since the pool started, 0..1 (background threads of their own are not counted). */
   utilization: number
   background: LaneStats
   /** Each blocking route's share of the request counts, by `METHOD /pattern`. */

@@ -9,7 +9,7 @@ import { channels } from 'fastify-blocking'
 import { build, gate, pools, until } from './helpers.js'
 import { waitAtGate } from './fixtures/gate.js'
 import * as f from './fixtures/failures.js'
-import { mixed } from './fixtures/streams.js'
+import { failsFirst, mixed, paced } from './fixtures/streams.js'
 
 const TIMING = /^blocking-wait;dur=\d+\.\d\d;desc="queue wait", blocking-run;dur=\d+\.\d\d;desc="run in worker"$/
 
@@ -65,6 +65,24 @@ for (const pool of pools) {
     await held.release()
     const wait = Number(/blocking-wait;dur=([\d.]+)/.exec((await queued).headers['server-timing'])[1])
     t.ok(wait > 0, `the queued request waited ${wait} ms`)
+  })
+
+  test(`${pool}: a stream's run time covers all its chunks; one that fails first still gets Server-Timing`, async (t) => {
+    const messages = listen(t)
+    const app = await build(t, pool, { serverTiming: true })
+    app.get('/paced', { blocking: true }, paced)
+    app.get('/fails', { blocking: true }, failsFirst)
+    const res = await app.inject('/paced?n=4&gap=25')
+    t.equal(res.body, '0;1;2;3;')
+    await until(() => messages.some((m) => m.name === 'GET /paced'), { what: 'the stream to end' })
+    const { waitTime, runTime } = messages.find((m) => m.name === 'GET /paced')
+    t.ok(runTime >= 100, `ran ${runTime} ms: four chunks 25 ms apart`)
+    t.ok(waitTime < runTime, `waited ${waitTime} ms`)
+    const run = Number(/blocking-run;dur=([\d.]+)/.exec(res.headers['server-timing'])[1])
+    t.ok(run >= 25 && run < runTime, `first chunk after ${run} ms`)
+    const fails = await app.inject('/fails')
+    t.equal(fails.statusCode, 404)
+    t.match(fails.headers['server-timing'], TIMING)
   })
 
   test(`${pool}: Server-Timing is off by default`, async (t) => {
@@ -219,6 +237,16 @@ for (const pool of pools) {
     await until(() => app.blocking.isUnderPressure(), { what: 'the full queue' })
     await held.release()
     await queued
+    t.equal(app.blocking.isUnderPressure(), false)
+  })
+
+  test(`${pool}: with maxQueue 0, isUnderPressure() is true only while every thread is busy`, async (t) => {
+    const app = await build(t, pool, { maxThreads: 1, maxQueue: 0 })
+    await app.ready()
+    t.equal(app.blocking.isUnderPressure(), false)
+    const held = await holdThread(app)
+    t.equal(app.blocking.isUnderPressure(), true)
+    await held.release()
     t.equal(app.blocking.isUnderPressure(), false)
   })
 

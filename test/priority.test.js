@@ -77,7 +77,7 @@ for (const pool of pools) {
   })
 }
 
-test('priority.background may not be above requests', async (t) => {
+test('priority.background may not be below priority.requests', async (t) => {
   const { default: Fastify } = await import('fastify')
   const { default: blocking } = await import('fastify-blocking')
   for (const [priority, message] of [

@@ -39,13 +39,19 @@ export interface WorkerData {
 // ---------------------------------------------------------------------------
 
 /** Int32 fields per slot. */
-export const SLOT_INTS = 4
+export const SLOT_INTS = 6
 /** Field: the slot's state, one of SlotState. */
 export const SLOT_STATE = 0
 /** Field: the threadId of the worker that started the task. */
 export const SLOT_THREAD = 1
-/** Fields 2..3 hold, as one Float64 (index `slot * 2 + 1` of a Float64Array), the start time. */
+/**
+ * Fields 2..3 hold, as one Float64 (index `slot * 3 + 1` of a Float64Array),
+ * when the timeout clock last started: at the start, then again after each
+ * wait for the client (a stream's credit, an upload's body).
+ */
 export const SLOT_START_F64 = 1
+/** Fields 4..5, as one Float64 (index `slot * 3 + 2`): when a thread started the task, written once. */
+export const SLOT_BEGIN_F64 = 2
 
 export const SlotState = {
   /** Not in use. */

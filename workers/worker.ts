@@ -11,6 +11,7 @@ import {
   now,
   PayloadKind,
   SLOT_INTS,
+  SLOT_BEGIN_F64,
   SLOT_START_F64,
   SLOT_STATE,
   SLOT_THREAD,
@@ -61,7 +62,9 @@ const SKIPPED: Outcome = { kind: PayloadKind.Skipped }
 
 /** Says the task has started, unless the main thread cancelled it first. */
 function claim (slot: number): boolean {
-  start[slot * (SLOT_INTS / 2) + SLOT_START_F64] = now()
+  const at = now()
+  start[slot * (SLOT_INTS / 2) + SLOT_START_F64] = at
+  start[slot * (SLOT_INTS / 2) + SLOT_BEGIN_F64] = at
   // Read by the main thread to terminate this thread if the task times out.
   Atomics.store(state, slot * SLOT_INTS + SLOT_THREAD, threadId)
   return Atomics.compareExchange(state, slot * SLOT_INTS + SLOT_STATE, SlotState.Posted, SlotState.Running) === SlotState.Posted
