@@ -147,8 +147,10 @@ export function startStream (
       // The task ends after its last message was posted; a task that failed
       // before streaming (its module did not load) ends with an error outcome;
       // a stream whose client went away sends its log lines with the task.
-      if (outcome.kind === PayloadKind.Error) fail(reviveError(outcome.value as SerializedError))
-      else if (outcome.kind === PayloadKind.Skipped && outcome.logs !== undefined) writeLogs(request.log, outcome.logs)
+      if (outcome.kind === PayloadKind.Error) {
+        if (outcome.logs !== undefined) writeLogs(request.log, outcome.logs)
+        fail(reviveError(outcome.value as SerializedError))
+      } else if (outcome.kind === PayloadKind.Skipped && outcome.logs !== undefined) writeLogs(request.log, outcome.logs)
     }, fail)
   })
 }

@@ -27,7 +27,6 @@ import * as s from './fixtures/security.js'
  * workers/. When one passes, drop its todo.
  */
 const KNOWN = {
-  loadError: 'a worker-side import error reaches the client as the message of a 500, with absolute paths',
   spoolMode: 'spooled files are created with mode 0666 minus the umask: readable by other local users',
   bodyLimit: "the multipart path bypasses Fastify's parser, and so bodyLimit",
   fieldNameSize: "busboy's multipart parser ignores fieldNameSize (only its urlencoded parser has it)"
@@ -209,7 +208,8 @@ for (const pool of pools) {
     const res = parse(await get(port, '/late'))
     t.equal(res.status, 500, 'the new thread cannot load the module')
     t.notMatch(res.body, /\n\s*at /, 'no stack')
-    t.same(leaks(res.body), [], `no path in ${res.body}`, { todo: KNOWN.loadError })
+    t.same(leaks(res.body), [], `no path in ${res.body}`)
+    t.equal(JSON.parse(res.body).code, 'FST_BLOCKING_HANDLER_NOT_DEFINED')
   })
 }
 

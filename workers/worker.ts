@@ -6,7 +6,7 @@
 import { threadId, workerData } from 'node:worker_threads'
 import { definedIn, lookup, moduleOf } from '../lib/define.js'
 import { load } from './loader.js'
-import { errorOutcome, toOutcome, type Mover } from './outcome.js'
+import { errorOutcome, serializeError, toOutcome, type Mover } from './outcome.js'
 import {
   now,
   PayloadKind,
@@ -78,6 +78,18 @@ function resolve (id: string): Function | Promise<Function> {
     if (loaded === undefined) throw new Error(`${id} is not defined: its module made fewer definitions in the worker than in the main thread`)
     return loaded
   })
+}
+
+/**
+ * A handler this thread cannot load (the startup check passed on another
+ * thread): the import error names the app's files, so it goes to the log,
+ * and the client gets a message without them.
+ */
+function loadFailure (err: unknown): Outcome {
+  return errorOutcome(
+    { name: 'FastifyError', code: 'FST_BLOCKING_HANDLER_NOT_DEFINED', statusCode: 500, message: 'A worker thread could not load this handler; the server log says why' },
+    [{ level: 'error', obj: { err: serializeError(err) }, errors: ['err'], msg: 'fastify-blocking: a worker thread could not load the handler' }]
+  )
 }
 
 function isThenable (value: unknown): value is PromiseLike<unknown> {
@@ -226,10 +238,10 @@ export default function onTask (task: Task): unknown {
       try {
         fn = resolve(task.fn)
       } catch (err) {
-        return errorOutcome(err, undefined)
+        return loadFailure(err)
       }
       if (typeof fn === 'function') return dispatch(task, fn)
-      return fn.then((loaded) => dispatch(task, loaded), (err: unknown) => errorOutcome(err, undefined))
+      return fn.then((loaded) => dispatch(task, loaded), loadFailure)
     }
     case 'blocking:parse':
       return parse(task)
