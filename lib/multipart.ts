@@ -12,7 +12,7 @@ import { unlink } from 'node:fs/promises'
 import { IncomingMessage } from 'node:http'
 import { Socket } from 'node:net'
 import type { Readable } from 'node:stream'
-import { MessageChannel } from 'node:worker_threads'
+import { MessageChannel, receiveMessageOnPort } from 'node:worker_threads'
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler, preValidationHookHandler } from 'fastify'
 import { FST_BLOCKING_MULTIPART_INVALID } from './errors.js'
 import { resolveInteger, resolveLimits, type ResolvedOptions } from './options.js'
@@ -183,6 +183,13 @@ export function startUpload (body: Readable, contentType: string, limits: Upload
     spec: { port: port2, contentType, limits, spoolThreshold },
     spooled,
     async cleanup () {
+      // The task's outcome comes back over the pool's channel, not this port:
+      // it can be seen before the worker's messages here, which closing the
+      // port would drop. Take the paths it reported from them first.
+      for (let next = receiveMessageOnPort(port); next !== undefined; next = receiveMessageOnPort(port)) {
+        const message = next.message as UploadControl
+        if (message.type === 'upload:spooled') spooled.push(message.path)
+      }
       stop()
       port.close()
       // The worker's end too, in case it never left this thread (the task was
@@ -240,16 +247,20 @@ export function readMultipart (
   const submitted = entry
   upload.onWaiting = () => scheduler.pause(submitted)
   upload.onParsed = () => scheduler.resume(submitted)
-  // Spooled files live until the response has been sent. A client that goes
-  // away first also takes the task out of the queue, if it is still there.
+  // Spooled files live until the response has been sent, and the channel
+  // until the task is over: a pool may hand the task to a thread later than
+  // it was dispatched, and the worker's end must still be open then. A client
+  // that goes away first takes the task out of the queue if it is still there
+  // (its body's end tells a running parse to stop).
+  const over = entry.promise.then(() => {}, () => {})
   const reply = (request as UploadRequest)[kReply]
   if (reply !== undefined) {
     reply.raw.once('close', () => {
       scheduler.cancel(submitted)
-      void upload.cleanup()
+      void over.then(() => upload.cleanup())
     })
   } else {
-    void entry.promise.finally(() => upload.cleanup())
+    void over.then(() => upload.cleanup())
   }
   return entry.promise.then((outcome) => {
     if (outcome.kind === PayloadKind.Skipped) throw new FST_BLOCKING_MULTIPART_INVALID('the request body ended early (the client went away)')

@@ -93,6 +93,9 @@ export function parseUpload (spec: UploadSpec): Promise<ParsedUpload> {
       let out: WriteStream | undefined
       stream.on('limit', () => limit(`file "${filename}" is larger than fileSize (${limits.fileSize} bytes)`))
       stream.on('data', (chunk: Buffer) => {
+        // busboy reports a limit before it delivers the bytes that passed it:
+        // once the upload has failed (and deleted its files), start no file.
+        if (failed !== undefined) return
         record.size += chunk.length
         if (out === undefined && record.size > spoolThreshold) {
           // Past the threshold: spool to a temporary file, named by us, never by the client.
@@ -121,6 +124,7 @@ export function parseUpload (spec: UploadSpec): Promise<ParsedUpload> {
         }
       })
       stream.on('end', () => {
+        if (failed !== undefined) return
         if (out !== undefined) out.end()
         else record.buffer = Buffer.concat(chunks!)
         files.push(record)
