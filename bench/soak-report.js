@@ -32,7 +32,7 @@ export function quarters (run) {
 const med = (samples, pick) => median(samples.map(pick))
 const one = (value) => ({ median: value, min: value, max: value })
 const times = (v) => `${num(v)}x`
-const signed = (v) => (v > 0 ? `+${num(v)}` : num(v))
+const signed = (v) => (v > 0 ? `+${count(v)}` : count(v))
 
 function resourceDiff (before, after) {
   const types = [...new Set([...Object.keys(before), ...Object.keys(after)])].sort()
@@ -182,27 +182,30 @@ export function verdicts (run, settings) {
   return out
 }
 
+/** Counts print as integers (a median may be a half). */
+const count = (v) => (Number.isInteger(v) ? String(v) : num(v))
+
 const METRICS = [
-  ['RSS, MiB', (s) => s.rss / MiB],
-  ['heap used after GC, MiB', (s) => s.heapUsed / MiB],
-  ['OS threads', (s) => s.osThreads],
-  ['pool threads (stats)', (s) => s.stats.threads],
-  ['active handles', (s) => s.handles],
-  ['temporary files', (s) => s.tmpFiles],
-  ['queued', (s) => s.stats.queued],
-  ['running', (s) => s.stats.running],
-  ['background queued', (s) => s.stats.background.queued]
+  ['RSS, MiB', (s) => s.rss / MiB, num],
+  ['heap used after GC, MiB', (s) => s.heapUsed / MiB, num],
+  ['OS threads', (s) => s.osThreads, count],
+  ['pool threads (stats)', (s) => s.stats.threads, count],
+  ['active handles', (s) => s.handles, count],
+  ['temporary files', (s) => s.tmpFiles, count],
+  ['queued', (s) => s.stats.queued, count],
+  ['running', (s) => s.stats.running, count],
+  ['background queued', (s) => s.stats.background.queued, count]
 ]
 
-function spreadOf (samples, pick) {
+function spreadOf (samples, pick, format) {
   if (samples.length === 0) return 'n/a'
   const values = samples.map(pick)
-  return withSpread({ median: median(values), min: Math.min(...values), max: Math.max(...values) })
+  return withSpread({ median: median(values), min: Math.min(...values), max: Math.max(...values) }, format)
 }
 
 function samplesTable (run) {
   const qs = quarters(run)
-  const rows = METRICS.map(([name, pick]) => [name, num(pick(run.baseline)), ...qs.map((q) => spreadOf(q, pick)), num(pick(run.final))])
+  const rows = METRICS.map(([name, pick, format]) => [name, format(pick(run.baseline)), ...qs.map((q) => spreadOf(q, pick, format)), format(pick(run.final))])
   return table(['metric', 'before', 'Q1 (warm-up)', 'Q2', 'Q3', 'Q4', 'after'], rows)
 }
 
@@ -234,7 +237,8 @@ function logLines (run) {
  */
 export function renderSoak (result) {
   const { settings, machine } = result
-  const targets = Object.values(result.pools).flatMap((run) => run.verdicts ?? verdicts(run, settings))
+  // Recomputed from the samples, so that the section always follows this file's thresholds.
+  const targets = Object.values(result.pools).flatMap((run) => verdicts(run, settings))
   const pools = Object.values(result.pools).map((run) => {
     const total = Object.values(run.requests).reduce((n, c) => n + c.sent, 0)
     return `### ${run.pool}
