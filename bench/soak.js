@@ -58,7 +58,7 @@ const { values: flags } = parseArgs({
   }
 })
 if (flags.help || (flags.pool !== undefined && !['piscina', 'tinypool'].includes(flags.pool))) {
-  console.log('usage: node bench/soak.js [--minutes N] [--pool piscina|tinypool] [--concurrency C] [--interval S] [--threads T] [--churn S] [--out FILE]')
+  console.log('usage: node bench/soak.js [--minutes N] [--pool piscina|tinypool] [--rate R] [--concurrency C] [--interval S] [--threads T] [--churn S] [--out FILE]')
   process.exit(flags.help ? 0 : 1)
 }
 const minutes = Number(flags.minutes)
@@ -112,9 +112,16 @@ async function startServer (pool, tmp) {
     quiet: () => child.send({ type: 'quiet' }),
     sample () {
       const id = nextId++
-      return new Promise((resolve) => {
+      return new Promise((resolve, reject) => {
+        if (child.exitCode !== null || child.signalCode !== null) {
+          reject(new Error(`the soak server ended (${child.signalCode ?? child.exitCode})`))
+          return
+        }
+        const onExit = (code, signal) => reject(new Error(`the soak server ended (${signal ?? code}) during the run`))
+        child.once('exit', onExit)
         waiting.set(id, (sample) => {
           waiting.delete(id)
+          child.off('exit', onExit)
           resolve(sample)
         })
         child.send({ type: 'sample', id })
