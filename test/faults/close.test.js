@@ -4,7 +4,7 @@
 // left behind.
 import tap, { test } from 'tap'
 import { request as httpRequest } from 'node:http'
-import { pools } from '../helpers.js'
+import { gate, pools, until } from '../helpers.js'
 import * as f from '../fixtures/faults.js'
 import { checkClosed, marks, sandboxTmp, send, startApp } from './leaks.js'
 
@@ -12,7 +12,7 @@ const tmp = sandboxTmp(tap)
 
 const REQUESTS = 24
 const UPLOADS = 3
-const RUNS = 12
+const RUNS = 6
 const BOUNDARY = 'close-boundary'
 
 /** An upload sent in two halves: `finish()` sends the second. Resolves like send(). */
@@ -67,14 +67,18 @@ for (const pool of pools) {
     const uploads = Array.from({ length: UPLOADS }, () => halfUpload(port))
     const requests = Array.from({ length: REQUESTS }, () => send(port, { path: '/work?ms=10&bg=100' }))
     await receivedAll
-    await new Promise((resolve) => { const check = () => tmp.files().length > 0 ? resolve() : setImmediate(check); check() })
+    await until(() => tmp.files().length > 0, { what: 'an upload to spool a file' })
 
     const closing = app.close()
-    // Fastify first waits for the requests in flight; these calls queue meanwhile,
-    // and more of them than closeTimeout leaves time for.
-    const runs = Array.from({ length: RUNS }, () => app.blocking.run(f.slowTask, undefined, 250).then(() => 'done', (err) => err))
     // Bodies still arriving while the app closes.
     for (const u of uploads) u.finish()
+    // Fastify first waits for the requests in flight; these calls queue behind
+    // them meanwhile. Two of them then hold both threads' places (without
+    // blocking the threads, where the uploads finish) until the pool is
+    // destroyed; the others are still queued when closeTimeout ends.
+    const held = gate()
+    const runs = Array.from({ length: RUNS }, () => app.blocking.run(f.heldAsync, held.sab).then(() => 'done', (err) => err))
+    t.teardown(() => held.open())
     const refused = await send(port, { path: '/work' })
     t.ok(refused.closed, 'a new connection is refused while closing')
     const answers = await Promise.all([...requests, ...uploads.map((u) => u.response)])
@@ -90,11 +94,13 @@ for (const pool of pools) {
     const badRuns = ran.filter((r) => r !== 'done' && r.code !== 'FST_BLOCKING_CLOSED')
     t.same(badRuns.map(String), [], 'every run() call finished or was closed')
 
-    // Dropped before they started: each one logged by the plugin.
+    // Dropped before they started, each one logged by the plugin; the two that
+    // held the threads were stopped.
     const notStarted = ran.filter((r) => r !== 'done' && /was not started/.test(r.message)).length
-    const droppedLogs = app.logs.filter((l) => /fastify-blocking: closing, dropped/.test(l.msg)).length
-    t.equal(droppedLogs, notStarted, `each dropped run() call is logged (${notStarted})`)
-    t.ok(notStarted > 0, 'closeTimeout dropped some run() calls')
+    const stopped = ran.filter((r) => r !== 'done' && /was stopped/.test(r.message)).length
+    t.same({ notStarted, stopped }, { notStarted: RUNS - 2, stopped: 2 }, 'run() calls: the queued ones were dropped, the running ones stopped')
+    const droppedLogs = app.logs.filter((l) => /fastify-blocking: closing, dropped app\.blocking\.run\(heldAsync\)/.test(l.msg)).length
+    t.equal(droppedLogs, notStarted, 'each dropped run() call is logged')
 
     // Every answered /work asked for one background task: it ran, or it is logged.
     const asked = answers.slice(0, REQUESTS).filter((a) => a.status === 200).length
