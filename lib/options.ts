@@ -36,7 +36,21 @@ export interface ResolvedRouteOptions {
 }
 
 const LIMIT_NAMES = ['fieldNameSize', 'fieldSize', 'fields', 'fileSize', 'files', 'parts', 'headerPairs'] as const
-export const DEFAULT_MULTIPART_LIMITS: MultipartLimits = { fileSize: 1_048_576 }
+/**
+ * Safe by default (see docs/security.md): one request holds at most about
+ * 16 MiB in a worker (10 files of 1 MiB, 100 fields of 64 KiB). fileSize is
+ * the contract's; parts is @fastify/multipart's; fieldNameSize and
+ * headerPairs are busboy's own defaults, made explicit.
+ */
+export const DEFAULT_MULTIPART_LIMITS: MultipartLimits = {
+  fileSize: 1_048_576,
+  files: 10,
+  fields: 100,
+  fieldSize: 65_536,
+  parts: 1000,
+  fieldNameSize: 100,
+  headerPairs: 2000
+}
 
 function invalid (message: string): Error {
   return new FST_BLOCKING_INVALID_OPTION(message)

@@ -458,9 +458,11 @@ export class Scheduler {
     if (job.stream === true) this.streams--
     lane.running--
     if (meter !== undefined) meter.running--
-    if (err !== undefined && started === 0 && !entry.answered && !entry.retried && !this.closing && err.name !== 'DataCloneError') {
+    if (err !== undefined && started === 0 && !entry.answered && !entry.retried && !this.closing && err.name !== 'DataCloneError' &&
+      job.transferList === undefined) {
       // Its thread died (another task on it timed out or crashed) before it
       // started it: it has not run, so it goes back to the head of its queue, once.
+      // (Not a stream or an upload: the port it carried went to the dead thread.)
       entry.retried = true
       entry.phase = Phase.Queued
       lane.unshift(entry)
