@@ -38,7 +38,13 @@ export function toOutcome (value: unknown, move: Mover, outcome: Outcome, transf
     outcome.value = copy
     transfer = transfer === undefined ? [copy.buffer as ArrayBuffer] : [...transfer, copy.buffer as ArrayBuffer]
   } else {
-    const problem = uncloneable(value)
+    let problem: string | undefined
+    try {
+      problem = uncloneable(value)
+    } catch (err) {
+      // A getter (or a Proxy trap) that throws: structured cloning would throw too.
+      problem = `reading it threw: ${serializeError(err).message}`
+    }
     if (problem !== undefined) {
       return errorOutcome({ name: 'DataCloneError', message: problem }, outcome.logs)
     }
@@ -48,24 +54,57 @@ export function toOutcome (value: unknown, move: Mover, outcome: Outcome, transf
   return transfer === undefined ? outcome : movable(move, outcome, transfer)
 }
 
+/** A property of something thrown or returned: a getter that throws reads as undefined. */
+function read (obj: Record<string, unknown>, key: string): unknown {
+  try {
+    return obj[key]
+  } catch {
+    return undefined
+  }
+}
+
+function text (value: unknown): string {
+  try {
+    return String(value)
+  } catch {
+    return Object.prototype.toString.call(value)
+  }
+}
+
+/** Never throws, whatever was thrown: getters that throw and values that cannot be cloned are left out. */
 export function serializeError (err: unknown): SerializedError {
   if (err === null || typeof err !== 'object') {
-    return { name: 'Error', message: String(err) }
+    return { name: 'Error', message: text(err) }
   }
   const e = err as Record<string, unknown>
+  const name = read(e, 'name')
+  const message = read(e, 'message')
   const out: SerializedError = {
-    name: typeof e.name === 'string' ? e.name : 'Error',
-    message: typeof e.message === 'string' ? e.message : String(err)
+    name: typeof name === 'string' ? name : 'Error',
+    message: typeof message === 'string' ? message : text(err)
   }
-  if (typeof e.stack === 'string') out.stack = e.stack
-  if (typeof e.code === 'string') out.code = e.code
-  const status = e.statusCode ?? e.status
+  const stack = read(e, 'stack')
+  if (typeof stack === 'string') out.stack = stack
+  const code = read(e, 'code')
+  if (typeof code === 'string') out.code = code
+  const status = read(e, 'statusCode') ?? read(e, 'status')
   if (typeof status === 'number') out.statusCode = status
-  for (const key of Object.keys(e)) {
+  let keys: string[] = []
+  try {
+    keys = Object.keys(e)
+  } catch {
+    // A Proxy whose ownKeys trap throws: no extra properties.
+  }
+  for (const key of keys) {
     if (key === 'name' || key === 'message' || key === 'stack' || key === 'code' || key === 'statusCode' || key === 'status') continue
-    if (uncloneable(e[key]) !== undefined) continue
+    const value = read(e, key)
+    try {
+      if (uncloneable(value) !== undefined) continue
+    } catch {
+      continue
+    }
     out.props ??= {}
-    out.props[key] = e[key]
+    out.props[key] = value
   }
   return out
 }

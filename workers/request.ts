@@ -147,6 +147,9 @@ export class WorkerReply {
 
   header (name: string, value: string | number | string[]): this {
     if (typeof name !== 'string' || name === '') throw new TypeError('reply.header(): name must be a non-empty string')
+    // Checked here: a value the pool cannot send back would end the thread.
+    const problem = uncloneable(value)
+    if (problem !== undefined) throw new FST_BLOCKING_NOT_CLONEABLE(`reply.header('${name}'): the value cannot be sent to the main thread: ${problem}`)
     this.#headers ??= {}
     this.#headers[name.toLowerCase()] = value
     return this

@@ -113,16 +113,26 @@ function invoke (task: HandleTask, fn: Function, upload: ParsedUpload | undefine
     request.body = upload.fields
     request.files = upload.files
   }
+  const failed = (err: unknown): Outcome => errorOutcome(err, reply.logs.length > 0 ? reply.logs : undefined)
   let result: unknown
   try {
     result = fn(request, reply)
   } catch (err) {
-    return errorOutcome(err, reply.logs.length > 0 ? reply.logs : undefined)
+    return failed(err)
   }
-  const done = (value: unknown): unknown =>
-    toOutcome(value, move, reply.finish({ kind: PayloadKind.Empty }), reply.transfer.length > 0 ? reply.transfer : undefined)
-  if (isThenable(result)) {
-    return Promise.resolve(result).then(done, (err: unknown) => errorOutcome(err, reply.logs.length > 0 ? reply.logs : undefined))
+  // What the handler returned may throw when read (a getter, a `then` getter,
+  // a Proxy): that is the handler's error, not a thread that died.
+  const done = (value: unknown): unknown => {
+    try {
+      return toOutcome(value, move, reply.finish({ kind: PayloadKind.Empty }), reply.transfer.length > 0 ? reply.transfer : undefined)
+    } catch (err) {
+      return failed(err)
+    }
+  }
+  try {
+    if (isThenable(result)) return Promise.resolve(result).then(done, failed)
+  } catch (err) {
+    return failed(err)
   }
   return done(result)
 }
@@ -190,13 +200,20 @@ function run (task: RunTask, fn: Function): unknown {
   } catch (err) {
     return errorOutcome(err, undefined)
   }
-  if (isThenable(result)) {
-    return Promise.resolve(result).then(
-      (value) => toOutcome(value, move, { kind: PayloadKind.Empty }),
-      (err: unknown) => errorOutcome(err, undefined)
-    )
+  const failed = (err: unknown): Outcome => errorOutcome(err, undefined)
+  const done = (value: unknown): unknown => {
+    try {
+      return toOutcome(value, move, { kind: PayloadKind.Empty })
+    } catch (err) {
+      return failed(err)
+    }
   }
-  return toOutcome(result, move, { kind: PayloadKind.Empty })
+  try {
+    if (isThenable(result)) return Promise.resolve(result).then(done, failed)
+  } catch (err) {
+    return failed(err)
+  }
+  return done(result)
 }
 
 async function check (task: CheckTask): Promise<CheckOutcome> {

@@ -95,4 +95,32 @@ for (const pool of pools) {
     await checkAlive(t, app, { maxThreads: 1, tmp })
     await checkClosed(t, app, since, { tmp })
   })
+
+  test(`${pool}: values that throw when read, and header values that cannot cross threads, fail the request, not the thread`, async (t) => {
+    // Regression: these made the worker reject the task, reported as
+    // FST_BLOCKING_WORKER_CRASHED ("the worker thread ... died"); a function as
+    // a header value did end the thread.
+    const { app, since, port } = await startApp(t, pool, { maxThreads: 1 }, (app) => {
+      app.get('/getter', { blocking: true }, f.returnsThrowingGetter)
+      app.get('/then', { blocking: true }, f.returnsThrowingThen)
+      app.get('/error-getter', { blocking: true }, f.throwsErrorWithThrowingGetter)
+      app.get('/header', { blocking: true }, f.functionHeader)
+    })
+    const before = json(await send(port, { path: '/quick' })).threadId
+    const cases = [
+      ['/getter', 500, 'FST_BLOCKING_NOT_CLONEABLE', /return value could not be sent back.*reading it threw: getter says no/],
+      ['/then', 500, undefined, /^then says no$/],
+      ['/error-getter', 422, undefined, /^thrown$/],
+      ['/header', 500, 'FST_BLOCKING_NOT_CLONEABLE', /reply\.header\('x-callback'\)/]
+    ]
+    for (const [path, status, code, message] of cases) {
+      const res = await send(port, { path })
+      t.equal(res.status, status, path)
+      t.equal(json(res).code, code, path)
+      t.match(json(res).message, message, path)
+    }
+    t.equal(json(await send(port, { path: '/quick' })).threadId, before, 'no thread was lost')
+    await checkAlive(t, app, { maxThreads: 1, tmp })
+    await checkClosed(t, app, since, { tmp })
+  })
 }
