@@ -69,6 +69,12 @@ for (const pool of pools) {
     t.match(big, { fieldname: 'big', filename: 'passwd', size: large.length, inMemory: false, onDisk: true, sha1: sha1(large) })
     t.notMatch(big.path, /passwd|\.\./, 'the client filename never chooses a path')
     t.equal(existsSync(big.path), false, 'the spooled file is gone once the handler returned')
+    const again = await (await fetch(`${base}/upload`, {
+      method: 'POST',
+      body: form([['big', large, 'big.bin'], ['doc', small, 'small.txt'], ['tag', 'a'], ['tag', 'b'], ['tag', 'c']])
+    })).json()
+    t.same(again.files.map((f) => f.fieldname), ['big', 'doc'], 'files in the order of the body, a spooled one first')
+    t.same(again.fields.tag, ['a', 'b', 'c'], 'a repeated name gives every value, in order')
     t.equal(spooledFiles().length, before)
   })
 

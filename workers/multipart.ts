@@ -37,7 +37,12 @@ export async function removeSpooled (paths: string[]): Promise<void> {
 /** A field set by name without touching prototypes: `__proto__` is just a name. */
 function setField (fields: Record<string, string | string[]>, name: string, value: string): void {
   const existing = Object.hasOwn(fields, name) ? fields[name] : undefined
-  const next = existing === undefined ? value : Array.isArray(existing) ? [...existing, value] : [existing, value]
+  // A repeated name grows its array in place: copying it each time made many repeats quadratic.
+  if (Array.isArray(existing)) {
+    existing.push(value)
+    return
+  }
+  const next = existing === undefined ? value : [existing, value]
   Object.defineProperty(fields, name, { value: next, enumerable: true, writable: true, configurable: true })
 }
 
@@ -82,13 +87,22 @@ export function parseUpload (spec: UploadSpec): Promise<ParsedUpload> {
       return
     }
 
+    // busboy's multipart parser ignores fieldNameSize (only its urlencoded one has it): checked here.
+    const maxName = limits.fieldNameSize ?? 100
+    const nameTooLong = (name: string): boolean => Buffer.byteLength(name) > maxName
     busboy.on('field', (name: string, value: string, nameTruncated: boolean, valueTruncated: boolean) => {
-      if (nameTruncated) return limit(`a field name is longer than fieldNameSize (${limits.fieldNameSize ?? 100} bytes)`)
+      if (nameTruncated || nameTooLong(name)) return limit(`a field name is longer than fieldNameSize (${maxName} bytes)`)
       if (valueTruncated) return limit(`field "${name}" is longer than fieldSize (${limits.fieldSize ?? 1_048_576} bytes)`)
       setField(fields, name, value)
     })
     busboy.on('file', (fieldname: string, stream: Readable, filename: string, encoding: string, mimetype: string) => {
+      if (nameTooLong(fieldname)) {
+        stream.resume()
+        return limit(`a field name is longer than fieldNameSize (${maxName} bytes)`)
+      }
       const record: ParsedFile = { fieldname, filename, mimetype, encoding, size: 0 }
+      // In the order of the body, whichever part ends first.
+      files.push(record)
       let chunks: Buffer[] | undefined = []
       let out: WriteStream | undefined
       stream.on('limit', () => limit(`file "${filename}" is larger than fileSize (${limits.fileSize} bytes)`))
@@ -102,7 +116,8 @@ export function parseUpload (spec: UploadSpec): Promise<ParsedUpload> {
           const path = join(tmpdir(), `fastify-blocking-${randomUUID()}`)
           spooled.push(path)
           send({ type: 'upload:spooled', path })
-          const file = createWriteStream(path)
+          // Readable by this user only; never an existing file (no link followed).
+          const file = createWriteStream(path, { mode: 0o600, flags: 'wx' })
           out = file
           outs.push(file)
           writes.push(new Promise((resolve, reject) => {
@@ -127,7 +142,6 @@ export function parseUpload (spec: UploadSpec): Promise<ParsedUpload> {
         if (failed !== undefined) return
         if (out !== undefined) out.end()
         else record.buffer = Buffer.concat(chunks!)
-        files.push(record)
       })
       stream.on('error', (err: Error) => fail(new FST_BLOCKING_MULTIPART_INVALID(err.message)))
     })
