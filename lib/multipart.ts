@@ -16,7 +16,7 @@ import { MessageChannel, receiveMessageOnPort } from 'node:worker_threads'
 import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler, preValidationHookHandler } from 'fastify'
 import { FST_BLOCKING_MULTIPART_INVALID } from './errors.js'
 import { resolveInteger, resolveLimits, type ResolvedOptions } from './options.js'
-import { payloadOf } from './route.js'
+import { payloadOf, refused } from './route.js'
 import type { Scheduler } from './scheduler.js'
 import type { ReadMultipartOptions, ReadMultipartResult } from './types.js'
 import { copyBytes, ownBuffer } from '../workers/clone.js'
@@ -235,12 +235,15 @@ export function readMultipart (
     entry = scheduler.submit({
       task,
       lane: 'request',
-      label: `${request.method} ${request.url}: readMultipart()`,
+      // The route's pattern, not its URL: labels end up in logs and metrics.
+      label: `${request.method} ${request.routeOptions.url ?? request.url}: readMultipart()`,
       timeout: plugin.taskTimeout,
       transferList: [upload.spec.port],
       stream: true
     })
   } catch (err) {
+    const reply = (request as UploadRequest)[kReply]
+    if (reply !== undefined) refused(reply, scheduler, err)
     void upload.cleanup()
     return Promise.reject(err)
   }

@@ -168,6 +168,28 @@ for (const pool of pools) {
     t.match(messages.find((m) => m.lane === 'background'), { name: 'ranCount', outcome: 'rejected', error: { code: 'FST_BLOCKING_QUEUE_FULL' } })
   })
 
+  test(`${pool}: readMultipart() refused for load gets Retry-After, and is named by its route's pattern`, async (t) => {
+    const messages = listen(t)
+    const app = await build(t, pool, { maxThreads: 1, maxQueue: 0 })
+    app.post('/read/:id', async (request) => (await request.readMultipart()).fields)
+    await app.ready()
+    const held = await holdThread(app)
+    const form = new FormData()
+    form.append('a', '1')
+    const request = new Request('http://127.0.0.1/', { method: 'POST', body: form })
+    const res = await app.inject({
+      method: 'POST',
+      url: '/read/42?x=1',
+      headers: { 'content-type': request.headers.get('content-type') },
+      payload: Buffer.from(await request.arrayBuffer())
+    })
+    t.equal(res.statusCode, 503)
+    t.equal(res.json().code, 'FST_BLOCKING_QUEUE_FULL')
+    t.match(res.headers['retry-after'], /^\d+$/)
+    t.match(messages.find((m) => m.outcome === 'rejected'), { name: 'POST /read/:id: readMultipart()' })
+    await held.release()
+  })
+
   test(`${pool}: a queued request whose client left is published as skipped`, async (t) => {
     const messages = listen(t)
     const app = await build(t, pool, { maxThreads: 1 })
