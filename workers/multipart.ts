@@ -89,7 +89,8 @@ export function parseUpload (spec: UploadSpec): Promise<ParsedUpload> {
 
     // busboy's multipart parser ignores fieldNameSize (only its urlencoded one has it): checked here.
     const maxName = limits.fieldNameSize ?? 100
-    const nameTooLong = (name: string): boolean => Buffer.byteLength(name) > maxName
+    // A part without a name parameter has none (undefined): nothing to measure.
+    const nameTooLong = (name: string | undefined): boolean => name !== undefined && Buffer.byteLength(name) > maxName
     busboy.on('field', (name: string, value: string, nameTruncated: boolean, valueTruncated: boolean) => {
       if (nameTruncated || nameTooLong(name)) return limit(`a field name is longer than fieldNameSize (${maxName} bytes)`)
       if (valueTruncated) return limit(`field "${name}" is longer than fieldSize (${limits.fieldSize ?? 1_048_576} bytes)`)
