@@ -67,7 +67,8 @@ async function soakSection () {
   let result
   try {
     result = JSON.parse(readFileSync(file, 'utf8'))
-    const { renderSoak } = await import(pathToFileURL(module).href)
+    const { renderSoak, title } = await import(pathToFileURL(module).href)
+    if (typeof title === 'string') scenario.title = title
     const { targets = [], body = '', files = {}, note } = await renderSoak(result)
     return { scenario, result, targets, body, files, note: note ?? (result.command === undefined ? 'see its section' : `measured with \`${result.command}\``) }
   } catch (err) {
@@ -138,7 +139,9 @@ How a run goes:
   processes other than the server, autocannon and the probe; a round in which they took more than
   ${newest.disturbedAbove ?? 0.3} cores during any run is disturbed, and up to two more rounds are run to make up
   for it. A section counts only its undisturbed rounds when there are at least three of them
-  (fewer rounds asked for: all of them), and says so.
+  (fewer rounds asked for: all of them), and says so. Before each run (and before calibrating
+  the CPU-bound work) the runner waits for a second in which the whole machine is nearly idle,
+  up to a minute each time and two minutes per scenario: the other work comes in bursts.
 - Nothing is pinned with \`taskset\`: with 2 cores, giving the load generator and the probe a
   core of their own would leave one core to the main thread and both pool threads, which is
   not the setup a blocking pool is for. So the server's threads, autocannon and the probe all

@@ -13,6 +13,7 @@ import { mkdirSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
+import { waitForQuiet } from './lib/cpu.js'
 import { startServer } from './lib/harness.js'
 import { calibrate } from './lib/work.js'
 import { writeDocs } from './render.js'
@@ -46,6 +47,15 @@ const WORK_MS = 20
 const DISTURBED = 0.3
 /** Rounds run at most beyond --reps to make up for disturbed ones. */
 const EXTRA_ROUNDS = 2
+/**
+ * Before each run, wait until the machine is quiet (other processes under
+ * QUIET_BELOW cores for a second), QUIET_WAIT seconds at most, and
+ * QUIET_BUDGET seconds in all per scenario: on a shared machine the other
+ * work comes in bursts, and a run started in a lull is less often disturbed.
+ */
+const QUIET_BELOW = 0.15
+const QUIET_WAIT = 60
+const QUIET_BUDGET = 120
 /** Rounds per scenario: --reps, else 1 with --quick, else the scenario's defaults.reps, else 5. */
 const repsOf = (scenario) => Number(flags.reps ?? (flags.quick ? 1 : scenario.defaults.reps ?? 5))
 
@@ -73,6 +83,7 @@ function machine () {
 }
 
 const command = ['node bench/run.js', ...process.argv.slice(2)].join(' ')
+await waitForQuiet({ below: QUIET_BELOW, max: QUIET_WAIT })
 log(`calibrating the CPU-bound work (${WORK_MS} ms)...`)
 const iterations = calibrate(WORK_MS)
 log(`${iterations} pbkdf2 rounds per /cpu request`)
@@ -100,10 +111,16 @@ for (const scenario of selected) {
     async rounds (contenders, measureOne, { server: file = serverFile, env } = {}) {
       const runs = []
       let clean = 0
+      let budget = QUIET_BUDGET
       for (let rep = 1; clean < reps && rep <= reps + EXTRA_ROUNDS; rep++) {
         const order = rep % 2 === 1 ? contenders : [...contenders].reverse()
         const round = []
         for (const contender of order) {
+          if (budget > 0) {
+            const { waited, cores } = await waitForQuiet({ below: QUIET_BELOW, max: Math.min(QUIET_WAIT, budget) })
+            budget -= waited
+            if (waited > 1.5) log(`waited ${Math.round(waited)} s for a quieter machine (${cores.toFixed(2)} cores busy)${budget <= 0 ? '; no more waiting in this scenario' : ''}`)
+          }
           let server
           try {
             server = await startServer(file, [contender, String(THREADS)], { env: { BENCH_ITERATIONS: String(iterations), ...env } })

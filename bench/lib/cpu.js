@@ -71,3 +71,20 @@ export function threadNices (pid) {
   } catch {}
   return counts
 }
+
+/**
+ * Waits until the whole machine used less than `below` cores over `window`
+ * seconds (call it when nothing of the benchmark's runs: then it is other
+ * people's work), for `max` seconds at most. Resolves to { waited, cores }.
+ */
+export async function waitForQuiet ({ below = 0.15, window = 1, max = 60 } = {}) {
+  const started = performance.now()
+  for (;;) {
+    const before = machineBusy()
+    const at = performance.now()
+    await new Promise((resolve) => setTimeout(resolve, window * 1000))
+    const cores = (machineBusy() - before) / ((performance.now() - at) / 1000)
+    const waited = (performance.now() - started) / 1000
+    if (!(cores >= below) || waited >= max) return { waited, cores } // NaN (no /proc): no waiting
+  }
+}

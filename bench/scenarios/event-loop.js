@@ -106,7 +106,7 @@ ${table(['contender', '/ping p50 ms', '/ping p99 ms', '/ping max ms', '/cpu req/
 the probe (from /proc); the machine is shared, and every core they take is missing above.
 ${failures(runs, labels)}
 
-${chart === undefined ? '' : `![/ping latency over one run, each contender: inline in the hundreds of milliseconds, the blocking contenders under about ten](event-loop.svg)
+${chart === undefined ? '' : `![/ping latency over the seconds of one round, one line per contender, log scale](event-loop.svg)
 
 *\`/ping\` latency over time* ([event-loop.svg](event-loop.svg), drawn by \`bench/scenarios/event-loop.js\`): the
 slowest ping of each ${chart.bucketMs} ms of round ${chart.rep}'s runs (${chart.why}), on a log scale, by the time it was sent.

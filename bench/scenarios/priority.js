@@ -2,17 +2,20 @@
 // on the ~20 ms CPU route, /ping every 5 ms) on both pools with the plugin's
 // `priority` at 0, 5, 10 and 19, all in the same rounds. Does lowering the
 // pool threads' priority keep /ping under 1 ms at p99, and what does it cost
-// the CPU-bound route?
-import { measure } from '../lib/harness.js'
-import { threadNices } from '../lib/cpu.js'
+// the CPU-bound route? A ninth contender, no load at all, gives the /ping
+// latency this machine shows with nothing to compete with.
+import { setTimeout as sleep } from 'node:timers/promises'
+import { cpuMeter, threadNices } from '../lib/cpu.js'
+import { measure, percentiles, renice, startProbe } from '../lib/harness.js'
 import { byContender, contenderRows, failures, num, plural, ratio, spread, table, target, targetsTable, times, withSpread } from '../lib/report.js'
 import { blockingPools, labels as poolLabels } from './contenders.js'
 
 export const id = 'priority'
 export const title = 'Thread priority under full CPU load'
-// 8 contenders of about 7 s each (start, warmup, run, stop): about a minute a
-// round, at most 7 rounds with the ones made up for disturbed rounds.
-export const defaults = { warmup: 1, duration: 5, reps: 5 }
+// 9 contenders of about 7 s each (quiet check, start, warmup, run, stop):
+// about a minute a round, at most 6 rounds with the ones made up for
+// disturbed rounds, and at most 2 minutes of waiting for a quiet machine.
+export const defaults = { warmup: 1, duration: 4, reps: 4 }
 
 const PRIORITIES = [0, 5, 10, 19]
 const connections = 8
@@ -22,23 +25,32 @@ const PROBE_NICE = 0
 const P99_GOAL = 1
 const RPS_GOAL = 0.8
 
+/** The reference: server.js's inline server, no load, only the probe. */
+const IDLE = 'inline'
+
 const NORMAL_LIMIT = 'at normal priority the two pool threads have the same weight as the main thread and keep both ' +
   'cores busy with /cpu, so a ping waits for a core behind them (as in scenario a).'
-const WAKEUP_LIMIT = 'a nice value sets a thread\'s share of the CPU over time; it does not make the scheduler switch ' +
-  'a running pool thread out the moment the main thread wakes up. With both cores running /cpu, a ping first waits ' +
-  'for a core for the main thread, then the probe, woken by the answer, waits for one too.'
+const FLOOR_LIMIT = (floor) => 'the goal is under what this machine measures with no load at all: against an idle ' +
+  `server the same probe sees a p99 of ${floor} (the *no load* row). What holds those pings back is there without the ` +
+  'pool (a virtual machine with 2 vCPUs, shared with other work), so no priority can take /ping below it; ' +
+  'the ratio to that floor says how much of the way back a priority goes.'
 const RPS_LIMIT = 'the main thread and the probe get their CPU first, and the pool threads share what they leave with ' +
   'the load generator (at the same nice value).'
 
 const name = (pool, priority) => `${pool}:${priority}`
-const contenders = blockingPools.flatMap((pool) => PRIORITIES.map((p) => name(pool, p)))
-const labels = Object.fromEntries(blockingPools.flatMap((pool) => PRIORITIES.map((p) => [name(pool, p), `${poolLabels[pool]}, \`priority: ${p}\``])))
+const loaded = blockingPools.flatMap((pool) => PRIORITIES.map((p) => name(pool, p)))
+const contenders = [IDLE, ...loaded]
+const labels = {
+  [IDLE]: 'no load: the probe alone against an idle server (reference)',
+  ...Object.fromEntries(blockingPools.flatMap((pool) => PRIORITIES.map((p) => [name(pool, p), `${poolLabels[pool]}, \`priority: ${p}\``])))
+}
 
 /** The nice value the load generator runs at for a contender: its pool threads' (see the rendered text for why). */
 const loadNiceOf = (priority) => priority
 
 export async function run (ctx) {
-  const runs = await ctx.rounds(contenders, (server, contender) => measureAt(ctx, server, Number(contender.split(':')[1])))
+  const runs = await ctx.rounds(contenders, (server, contender) =>
+    contender === IDLE ? measureIdle(ctx, server) : measureAt(ctx, server, Number(contender.split(':')[1])))
   return {
     settings: { connections, interval, workMs: ctx.workMs, iterations: ctx.iterations, priorities: PRIORITIES, probeNice: PROBE_NICE, loadNice: 'the pool threads\' priority' },
     runs
@@ -65,6 +77,27 @@ async function measureAt (ctx, server, priority) {
     nices,
     summary: `/cpu ${num(r.requestsPerSec)} req/s, /ping p50 ${num(r.ping.p50)} ms p99 ${num(r.ping.p99)} ms max ${num(r.ping.max)} ms, ` +
       `threads by nice value ${JSON.stringify(nices)}`
+  }
+}
+
+/** The floor: the probe alone against an idle server, for the same seconds. */
+async function measureIdle (ctx, server) {
+  const pinger = await startProbe(server.port, { interval })
+  renice(pinger.pid, PROBE_NICE)
+  const meter = cpuMeter({ server: server.pid, probe: pinger.pid })
+  pinger.start()
+  await sleep(ctx.duration * 1000)
+  const cpu = meter()
+  const ping = percentiles(await pinger.stop())
+  return {
+    requestsPerSec: NaN,
+    requests: 0,
+    cpu,
+    errors: 0,
+    non2xx: 0,
+    ping,
+    nices: threadNices(server.pid),
+    summary: `no load, /ping p50 ${num(ping.p50)} ms p99 ${num(ping.p99)} ms max ${num(ping.max)} ms`
   }
 }
 
@@ -96,7 +129,15 @@ export function recommend (runs) {
 }
 
 export function render ({ settings, runs, reps, threads }) {
-  const rows = contenders.map((c, i) => {
+  const idle = byContender(runs, IDLE)
+  const floor = idle.length === 0 ? undefined : spread(idle, p99)
+  const floorText = floor === undefined ? 'n/a' : `${withSpread(floor)} ms`
+  const idleRow = floor === undefined
+    ? []
+    : [[labels[IDLE], '–', ...[(r) => r.ping.p50, p99, (r) => r.ping.max].map((f) => withSpread(spread(idle, f))), '–', '–',
+        ...[(r) => r.cpu.serverMain, (r) => r.cpu.server - r.cpu.serverMain].map((f) => withSpread(spread(idle, f))), '–',
+        ...[(r) => r.cpu.probe, (r) => r.cpu.other].map((f) => withSpread(spread(idle, f)))]]
+  const rows = loaded.map((c, i) => {
     const priority = PRIORITIES[i % PRIORITIES.length]
     const [row] = contenderRows(runs, [c], labels, [
       (r) => r.ping.p50,
@@ -112,9 +153,12 @@ export function render ({ settings, runs, reps, threads }) {
     ])
     return [row[0], applied(runs, c, priority, threads) ? `${priority} (seen)` : `**${priority} asked, not seen**`, ...row.slice(1)]
   })
-  const ratios = contenders.filter((c) => !c.endsWith(':0')).map((c) => {
+  const ratios = loaded.map((c) => {
     const base = `${c.split(':')[0]}:0`
-    return [labels[c], withSpread(ratio(runs, c, base, p99), times), withSpread(ratio(runs, c, base, rps), times)]
+    const vsFloor = floor === undefined ? 'n/a' : withSpread(ratio(runs, c, IDLE, p99), times)
+    return c === base
+      ? [labels[c], '1x (the reference)', '1x (the reference)', vsFloor]
+      : [labels[c], withSpread(ratio(runs, c, base, p99), times), withSpread(ratio(runs, c, base, rps), times), vsFloor]
   })
   const targets = blockingPools.flatMap((pool) => PRIORITIES.flatMap((p) => {
     const c = name(pool, p)
@@ -124,7 +168,7 @@ export function render ({ settings, runs, reps, threads }) {
       measured: spread(byContender(runs, c), p99),
       test: (v) => v <= P99_GOAL,
       format: (v) => `${num(v)} ms`,
-      limit: p === 0 ? NORMAL_LIMIT : WAKEUP_LIMIT
+      limit: floor !== undefined && floor.median > P99_GOAL ? FLOOR_LIMIT(floorText) : p === 0 ? NORMAL_LIMIT : undefined
     })]
     if (p > 0) {
       list.push(target({
@@ -154,10 +198,12 @@ export function render ({ settings, runs, reps, threads }) {
     : rec.priority === 0
       ? `No increment brings \`/ping\` p99 to ${P99_GOAL} ms here, and none lowers it below its ${num(base.worstP99)} ms at priority 0 ` +
         'while keeping the throughput target: the data supports leaving the default at `priority: 0`.'
-      : `No increment brings \`/ping\` p99 to ${P99_GOAL} ms here. The data supports \`priority: ${rec.priority}\` as the default: ` +
-        `it gives the lowest \`/ping\` p99 (${num(rec.worstP99)} ms on the worse pool, against ${num(base.worstP99)} ms at priority 0) ` +
-        `and \`/cpu\` keeps ${times(rec.worstRps)} of its throughput at normal priority (goal ≥ ${RPS_GOAL}x).`
+      : `No increment brings \`/ping\` p99 to ${P99_GOAL} ms here${floor !== undefined && floor.median > P99_GOAL ? ` (with no load at all it is ${num(floor.median)} ms on this machine)` : ''}. ` +
+        `The data supports \`priority: ${rec.priority}\` as the default: among the increments that keep \`/cpu\` at ${RPS_GOAL}x or more ` +
+        `of its throughput at normal priority, it gives the lowest \`/ping\` p99 (${num(rec.worstP99)} ms on the worse pool, against ` +
+        `${num(base.worstP99)} ms at priority 0${floor === undefined ? '' : ` and ${num(floor.median)} ms with no load`}), and \`/cpu\` keeps ${times(rec.worstRps)} of its throughput.`
   const seen = rows.every((row) => row[1].endsWith('(seen)'))
+  const fullTable = [...idleRow, ...rows]
   return {
     targets,
     recommendation: rec,
@@ -167,7 +213,9 @@ The load of the event-loop scenario (a): ${settings.connections} autocannon conn
 and the probe sends \`GET /ping\` every ${settings.interval} ms. The server is \`bench/servers/server.js <pool>:<priority>\`,
 which registers the plugin with that \`priority\` (${threads} threads); each pool thread applies it to itself
 with \`nice()\` from \`@napi-rs/nice\`. All ${contenders.length} contenders take turns in every round, so the ratios below compare runs made
-minutes apart at most. Median of ${plural(reps, 'run')} per contender, with the range (min–max) in brackets.
+minutes apart at most. The first row is a reference measured in the same rounds: the same probe for the same
+seconds against an idle server (\`server.js inline\`, no load at all), the lowest \`/ping\` latency this machine shows.
+Median of ${plural(reps, 'run')} per contender, with the range (min–max) in brackets.
 
 The load generator's share. On this 2-core machine autocannon (in the bench process) and the probe run beside
 the server, where real clients would not. Pinning them with \`taskset\` does not take them out of the
@@ -185,13 +233,14 @@ So they are placed by priority instead:
 
 ${seen ? 'The *nice of pool threads* column is read from /proc during every run: each server had its ' + threads + ' pool threads at the asked priority and every other thread (the main thread included) at 0.' : 'The *nice of pool threads* column is read from /proc during every run; **some runs did not have their pool threads at the asked priority** (is `@napi-rs/nice` installed?).'}
 
-${table(['contender', 'nice of pool threads', '/ping p50 ms', '/ping p99 ms', '/ping max ms', '/cpu req/s', '/cpu p99 ms', 'main thread, cores', 'other server threads, cores', 'load generator, cores', 'probe, cores', 'other processes, cores'], rows)}
+${table(['contender', 'nice of pool threads', '/ping p50 ms', '/ping p99 ms', '/ping max ms', '/cpu req/s', '/cpu p99 ms', 'main thread, cores', 'other server threads, cores', 'load generator, cores', 'probe, cores', 'other processes, cores'], fullTable)}
 
 ${failures(runs, labels)}
 
-Ratios against the same pool at priority 0, each taken within a round (median and range over the rounds):
+Ratios against the same pool at priority 0, and against the no-load floor, each taken within a round (median and
+range over the rounds):
 
-${table(['contender', '/ping p99 vs priority 0', '/cpu req/s vs priority 0'], ratios)}
+${table(['contender', '/ping p99 vs priority 0', '/cpu req/s vs priority 0', '/ping p99 vs no load'], ratios)}
 
 ${targetsTable(targets)}${busyNote}
 
