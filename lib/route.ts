@@ -153,12 +153,13 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
       upload.onParsed = () => scheduler.resume(submitted)
     }
     const raw = reply.raw
-    // The client went away: a queued task is dropped, a running one sees request.signal abort.
+    // The client went away: a queued task is dropped, a running one sees
+    // request.signal abort (and a running parse, the body's abort). The
+    // upload's channel is released once the task is over (below): the pool
+    // may not have sent the task, and the port it carries, yet.
     const onClose = (): void => {
       if (raw.writableFinished) return
       scheduler.cancel(entry)
-      // Ends the worker's parse: its port closes.
-      void upload?.cleanup()
     }
     raw.once('close', onClose)
     if (upload === undefined) {

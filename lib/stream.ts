@@ -92,9 +92,14 @@ export function startStream (
     const onClose = (): void => {
       if (finished || raw.writableFinished) return
       // The client went away: the generator's return() runs in the worker.
-      finish()
+      finished = true
+      raw.removeListener('close', onClose)
       scheduler.cancel(entry)
-      // port.close() above drops undelivered messages; the slot state tells the worker.
+      // Told over the port (a worker waiting for credit wakes on it), which is
+      // closed once the task is over: the pool may not have sent the task, and
+      // the port's other end with it, yet.
+      port.postMessage({ type: 'stream:cancel' })
+      void entry.promise.then(() => port.close(), () => port.close())
       body?.destroy()
       resolve(undefined)
     }
