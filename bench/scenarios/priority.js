@@ -202,6 +202,17 @@ export function render ({ settings, runs, reps, threads }) {
         `The data supports \`priority: ${rec.priority}\` as the default: among the increments that keep \`/cpu\` at ${RPS_GOAL}x or more ` +
         `of its throughput at normal priority, it gives the lowest \`/ping\` p99 (${num(rec.worstP99)} ms on the worse pool, against ` +
         `${num(base.worstP99)} ms at priority 0${floor === undefined ? '' : ` and ${num(floor.median)} ms with no load`}), and \`/cpu\` keeps ${times(rec.worstRps)} of its throughput.`
+  // A pick that a smaller increment comes within 10% of is a close call on a noisy machine: say so.
+  const closest = rec.perPriority.filter((x) => x.priority < rec.priority && x.rpsPass && x.worstP99 <= rec.worstP99 * 1.1)
+  const close = closest.length === 0
+    ? ''
+    : ` \`priority: ${closest[0].priority}\` comes within 10% of it (${num(closest[0].worstP99)} ms on its worse pool): ` +
+      'on this machine the two are not told apart, and either gives most of the gain.'
+  const cost = rec.perPriority.every((x) => x.rpsPass)
+    ? ' No increment costs `/cpu` its throughput: the main thread, the probe and the load generator need ' +
+      `${num(spread(runs.filter((r) => r.contender !== IDLE), (r) => r.cpu.serverMain + r.cpu.probe + r.cpu.load).median)} cores ` +
+      'between them (median), so a lower priority only changes who runs first, and the pool threads still get all the CPU that is left.'
+    : ''
   const seen = rows.every((row) => row[1].endsWith('(seen)'))
   const fullTable = [...idleRow, ...rows]
   return {
@@ -248,6 +259,6 @@ ${targetsTable(targets)}${busyNote}
 
 ${perPriority}
 
-${recommendation}
+${recommendation}${close}${cost}
 ` }
 }
