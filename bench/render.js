@@ -141,7 +141,7 @@ How a run goes:
   for it. A section counts only its undisturbed rounds when there are at least three of them
   (fewer rounds asked for: all of them), and says so. Before each run (and before calibrating
   the CPU-bound work) the runner waits for a second in which the whole machine is nearly idle,
-  up to a minute each time and two minutes per scenario: the other work comes in bursts.
+  up to a minute each time and two minutes per scenario (--quick runs do not wait): the other work comes in bursts.
 - Nothing is pinned with \`taskset\`: with 2 cores, giving the load generator and the probe a
   core of their own would leave one core to the main thread and both pool threads, which is
   not the setup a blocking pool is for. So the server's threads, autocannon and the probe all

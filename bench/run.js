@@ -52,6 +52,7 @@ const EXTRA_ROUNDS = 2
  * QUIET_BELOW cores for a second), QUIET_WAIT seconds at most, and
  * QUIET_BUDGET seconds in all per scenario: on a shared machine the other
  * work comes in bursts, and a run started in a lull is less often disturbed.
+ * --quick runs do not wait.
  */
 const QUIET_BELOW = 0.15
 const QUIET_WAIT = 60
@@ -83,7 +84,7 @@ function machine () {
 }
 
 const command = ['node bench/run.js', ...process.argv.slice(2)].join(' ')
-await waitForQuiet({ below: QUIET_BELOW, max: QUIET_WAIT })
+if (!flags.quick) await waitForQuiet({ below: QUIET_BELOW, max: QUIET_WAIT })
 log(`calibrating the CPU-bound work (${WORK_MS} ms)...`)
 const iterations = calibrate(WORK_MS)
 log(`${iterations} pbkdf2 rounds per /cpu request`)
@@ -111,7 +112,7 @@ for (const scenario of selected) {
     async rounds (contenders, measureOne, { server: file = serverFile, env } = {}) {
       const runs = []
       let clean = 0
-      let budget = QUIET_BUDGET
+      let budget = flags.quick ? 0 : QUIET_BUDGET
       for (let rep = 1; clean < reps && rep <= reps + EXTRA_ROUNDS; rep++) {
         const order = rep % 2 === 1 ? contenders : [...contenders].reverse()
         const round = []
