@@ -7,7 +7,7 @@ import type { FastifyBaseLogger, FastifyReply } from 'fastify'
 import type { Transferable } from 'node:worker_threads'
 import { definitionOf, lookup } from './define.js'
 import { FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_NOT_CLONEABLE } from './errors.js'
-import { payloadOf } from './route.js'
+import { loggedPayloadOf } from './route.js'
 import type { Scheduler } from './scheduler.js'
 import { bufferIndexes, ownBuffer, uncloneable } from '../workers/clone.js'
 import type { BackgroundCall, RunTask } from '../workers/protocol.js'
@@ -100,7 +100,7 @@ export class Background {
       log.error({ err, task: name }, `fastify-blocking: background task ${name} was dropped`)
       return
     }
-    entry.promise.then(payloadOf).then(
+    entry.promise.then((outcome) => loggedPayloadOf(log, outcome)).then(
       () => log.debug({ task: name }, `fastify-blocking: background task ${name} done`),
       (err: Error & { code?: string }) => {
         const what = err.code === 'FST_BLOCKING_CLOSED' ? 'was dropped' : 'failed'

@@ -30,7 +30,7 @@ import { createPool } from './pools/adapter.js'
 import { Background } from './background.js'
 import { bufferIndexes } from '../workers/clone.js'
 import { interceptMultipart, readMultipart, registerParser } from './multipart.js'
-import { createBlockingHandler, kBlockingHandler, payloadOf, type BlockingRoute } from './route.js'
+import { createBlockingHandler, kBlockingHandler, loggedPayloadOf, type BlockingRoute } from './route.js'
 import { detectBlocking } from './detect.js'
 import { Meter } from './lane.js'
 import { Scheduler } from './scheduler.js'
@@ -218,7 +218,7 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
       const task: RunTask = { type: 'blocking:run', fn: definition.id, slot: -1, args, buffers: bufferIndexes(args) }
       try {
         const entry = scheduler.submit({ task, lane: 'request', label: `app.blocking.run(${definition.name})`, timeout: options.taskTimeout })
-        return entry.promise.then(payloadOf) as never
+        return entry.promise.then((outcome) => loggedPayloadOf(fastify.log, outcome)) as never
       } catch (err) {
         return Promise.reject(err)
       }

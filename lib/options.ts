@@ -101,8 +101,14 @@ function niceIncrement (name: string, value: unknown, fallback: number): number 
   return value
 }
 
-/** The default nice increment of pool threads (see docs/benchmarks.md, "Priority"). */
-export const DEFAULT_PRIORITY = 0
+/**
+ * The default nice increment of pool threads. In the priority benchmark
+ * (docs/benchmarks.md) 10 and 19 cut /ping's p99 alike and cost the CPU-bound
+ * route nothing; 10 leaves pool threads about a tenth of a core against a
+ * busy thread at normal priority of another process (cluster workers, a
+ * database in the same container), where 19 leaves them about 1.5%.
+ */
+export const DEFAULT_PRIORITY = 10
 
 /** `priority`: one increment for every thread, or `{ requests, background }`. */
 function priority (value: unknown): { requests: number, background: number } {

@@ -73,6 +73,12 @@ export function reviveError (serialized: SerializedError): Error {
   return err
 }
 
+/** The payload of an outcome whose log lines (a worker that could not load the function says why there) go to `log`. */
+export function loggedPayloadOf (log: FastifyRequest['log'], outcome: Outcome): unknown {
+  if (outcome.logs !== undefined) writeLogs(log, outcome.logs)
+  return payloadOf(outcome)
+}
+
 /** The payload an outcome carries, as the main thread should use it. */
 export function payloadOf (outcome: Outcome): unknown {
   switch (outcome.kind) {

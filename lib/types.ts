@@ -120,7 +120,7 @@ export interface BlockingPluginOptions {
    * (up to `maxThreads`, started when needed), which yield the CPU to request
    * handlers too. Needs the optional `@napi-rs/nice`; without it (or where the
    * OS refuses) threads run at normal priority and it is logged once at debug
-   * level. Default 0.
+   * level. Default 10 (see docs/benchmarks.md, "Priority", for why).
    */
   priority?: number | { requests?: number, background?: number }
   /**

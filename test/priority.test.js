@@ -34,9 +34,11 @@ for (const pool of pools) {
     t.notOk(app.logs.some((l) => /normal priority/.test(l.msg)), 'nothing refused')
   })
 
-  test(`${pool}: without priority, threads run at the main thread's priority`, { skip: !linux && 'reads /proc (Linux)' }, async (t) => {
+  test(`${pool}: by default, threads run 10 below the main thread's priority; priority: 0 keeps theirs`, { skip: !linux && 'reads /proc (Linux)' }, async (t) => {
     const app = await build(t, pool)
-    t.equal(await app.blocking.run(niceOfThisThread), mainNice())
+    t.equal(await app.blocking.run(niceOfThisThread), Math.min(19, mainNice() + 10))
+    const normal = await build(t, pool, { priority: 0 })
+    t.equal(await normal.blocking.run(niceOfThisThread), mainNice())
   })
 }
 

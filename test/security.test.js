@@ -196,6 +196,11 @@ for (const pool of pools) {
     t.notMatch(res.body, /\n\s*at /, 'no stack')
     t.same(leaks(res.body), [], `no path in ${res.body}`)
     t.equal(JSON.parse(res.body).code, 'FST_BLOCKING_HANDLER_NOT_DEFINED')
+    // The import error goes to the log, for routes and for app.blocking.run() alike.
+    await t.rejects(app.blocking.run(late.late), { code: 'FST_BLOCKING_HANDLER_NOT_DEFINED' })
+    const lines = app.logs.filter((l) => l.msg === 'fastify-blocking: a worker thread could not load the handler')
+    t.equal(lines.length, 2, 'one line for the route, one for run()')
+    for (const line of lines) t.match(line.err.message, /security-no-such-module/)
   })
 }
 
