@@ -92,6 +92,27 @@ function loadFailure (err: unknown): Outcome {
   )
 }
 
+/**
+ * The outcome of what a function returned, once it settles. The value may
+ * throw when read (a getter, a `then` getter, a Proxy): that is the
+ * function's error, not a thread that died.
+ */
+function settled (result: unknown, outcomeOf: (value: unknown) => unknown, failed: (err: unknown) => Outcome): unknown {
+  const done = (value: unknown): unknown => {
+    try {
+      return outcomeOf(value)
+    } catch (err) {
+      return failed(err)
+    }
+  }
+  try {
+    if (isThenable(result)) return Promise.resolve(result).then(done, failed)
+  } catch (err) {
+    return failed(err)
+  }
+  return done(result)
+}
+
 function isThenable (value: unknown): value is PromiseLike<unknown> {
   return value !== null && (typeof value === 'object' || typeof value === 'function') &&
     typeof (value as { then?: unknown }).then === 'function'
@@ -120,21 +141,7 @@ function invoke (task: HandleTask, fn: Function, upload: ParsedUpload | undefine
   } catch (err) {
     return failed(err)
   }
-  // What the handler returned may throw when read (a getter, a `then` getter,
-  // a Proxy): that is the handler's error, not a thread that died.
-  const done = (value: unknown): unknown => {
-    try {
-      return toOutcome(value, move, reply.finish({ kind: PayloadKind.Empty }), reply.transfer.length > 0 ? reply.transfer : undefined)
-    } catch (err) {
-      return failed(err)
-    }
-  }
-  try {
-    if (isThenable(result)) return Promise.resolve(result).then(done, failed)
-  } catch (err) {
-    return failed(err)
-  }
-  return done(result)
+  return settled(result, (value) => toOutcome(value, move, reply.finish({ kind: PayloadKind.Empty }), reply.transfer.length > 0 ? reply.transfer : undefined), failed)
 }
 
 /** Parses the body, runs the handler, and deletes spooled files once it is done, whatever happened. */
@@ -200,20 +207,7 @@ function run (task: RunTask, fn: Function): unknown {
   } catch (err) {
     return errorOutcome(err, undefined)
   }
-  const failed = (err: unknown): Outcome => errorOutcome(err, undefined)
-  const done = (value: unknown): unknown => {
-    try {
-      return toOutcome(value, move, { kind: PayloadKind.Empty })
-    } catch (err) {
-      return failed(err)
-    }
-  }
-  try {
-    if (isThenable(result)) return Promise.resolve(result).then(done, failed)
-  } catch (err) {
-    return failed(err)
-  }
-  return done(result)
+  return settled(result, (value) => toOutcome(value, move, { kind: PayloadKind.Empty }), (err) => errorOutcome(err, undefined))
 }
 
 async function check (task: CheckTask): Promise<CheckOutcome> {
