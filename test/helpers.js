@@ -29,7 +29,7 @@ export async function build (t, pool, options = {}, fastifyOptions = {}) {
 }
 
 /** Resolves once `predicate()` holds, checking after each turn of the event loop (no fixed sleeps). */
-export async function until (predicate, { timeout = 10_000, what = 'condition' } = {}) {
+export async function until (predicate, { timeout = 30_000, what = 'condition' } = {}) {
   const deadline = Date.now() + timeout
   while (!predicate()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
