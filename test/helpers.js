@@ -29,10 +29,11 @@ export async function build (t, pool, options = {}, fastifyOptions = {}) {
 }
 
 /** Resolves once `predicate()` holds, checking after each turn of the event loop (no fixed sleeps). */
-export async function until (predicate, { timeout = 30_000, what = 'condition' } = {}) {
+export async function until (predicate, { timeout = 30_000, what = 'condition', left } = {}) {
   const deadline = Date.now() + timeout
   while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    // `left()`, when given, says what is still in the way.
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${left === undefined ? '' : `: ${JSON.stringify(left())}`}`)
     await new Promise((resolve) => setTimeout(resolve, 5))
   }
 }
