@@ -44,6 +44,16 @@ export function observed (): boolean {
   return taskChannel.hasSubscribers
 }
 
+/** What an error (ours, or a handler's serialized one) says in a message: its name, message, code and status. */
+export function errorOf (err: { name: string, message: string, code?: string | undefined, statusCode?: number | undefined }): NonNullable<TaskMessage['error']> {
+  return {
+    name: err.name,
+    message: err.message,
+    ...(err.code === undefined ? {} : { code: err.code }),
+    ...(err.statusCode === undefined ? {} : { statusCode: err.statusCode })
+  }
+}
+
 export function publishTask (message: TaskMessage): void {
   taskChannel.publish(message)
 }

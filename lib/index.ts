@@ -157,15 +157,18 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     route.handler = createBlockingHandler(record, scheduler, background)
   })
 
+  /** A priority the threads could not take is said once, at debug level: they run at normal priority. */
+  const sayPriority = (threads: string, priority: number, refused: string | undefined): void => {
+    if (refused !== undefined) fastify.log.debug({ priority }, `fastify-blocking: ${threads} run at normal priority: ${refused}`)
+  }
+
   fastify.addHook('onReady', async () => {
     if (routes.length > 0 && problems.length === 0) {
       // Load every handler module in a worker now, so that a handler a worker
       // cannot find is reported at startup, not on the first request.
       const fns = [...new Set(routes.map((r) => r.fn))]
       const { missing, counts, priorityRefused } = await pool.run({ type: 'blocking:check', fns }, undefined) as CheckOutcome
-      if (priorityRefused !== undefined) {
-        fastify.log.debug({ priority: options.priority }, `fastify-blocking: pool threads run at normal priority: ${priorityRefused}`)
-      }
+      sayPriority('pool threads', options.priority, priorityRefused)
       for (const route of routes) {
         const why = missing[route.fn]
         const moduleUrl = moduleOf(route.fn)
@@ -188,9 +191,7 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     if (backgroundPool !== undefined) {
       // Said once, as for the request threads: one background thread tries now.
       const { priorityRefused } = await backgroundPool.run({ type: 'blocking:check', fns: [] }, undefined) as CheckOutcome
-      if (priorityRefused !== undefined) {
-        fastify.log.debug({ priority: options.backgroundPriority }, `fastify-blocking: background threads run at normal priority: ${priorityRefused}`)
-      }
+      sayPriority('background threads', options.backgroundPriority, priorityRefused)
     }
   })
 

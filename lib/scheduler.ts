@@ -17,7 +17,7 @@ import {
 import { createHistogram } from 'node:perf_hooks'
 import type { Transferable } from 'node:worker_threads'
 import type { PoolAdapter } from './pools/adapter.js'
-import { observed, publishTask, type TaskOutcome } from './diagnostics.js'
+import { errorOf, observed, publishTask, type TaskOutcome } from './diagnostics.js'
 import { Entry, Lane, Phase, record, type Meter } from './lane.js'
 import type { LaneStats } from './types.js'
 import {
@@ -146,10 +146,7 @@ export class Scheduler {
     if (this.closing) refused = new FST_BLOCKING_CLOSED(`${label} was not queued`)
     else if (lane.waiting + this.reserved >= lane.limit) refused = new FST_BLOCKING_QUEUE_FULL(`${label}: ${lane.waiting + this.reserved} background tasks are waiting`)
     if (refused !== undefined) {
-      if (observed()) {
-        const { code, statusCode } = refused as Error & { code: string, statusCode: number }
-        publishTask({ lane: 'background', name, outcome: 'rejected', waitTime: 0, runTime: 0, error: { name: refused.name, message: refused.message, code, statusCode } })
-      }
+      if (observed()) publishTask({ lane: 'background', name, outcome: 'rejected', waitTime: 0, runTime: 0, error: errorOf(refused as Error & { code: string, statusCode: number }) })
       throw refused
     }
     this.reserved++
@@ -196,18 +193,19 @@ export class Scheduler {
     const ahead = job.lane === 'request' ? lane.waiting : lane.waiting + (this.ownPool(job) ? 0 : this.lanes.request.waiting)
     if (ahead === 0 && this.canDispatch(job)) {
       this.dispatch(entry)
-    } else if (lane.waiting >= lane.limit && !reserved) {
-      throw this.refuse(entry, new FST_BLOCKING_QUEUE_FULL(`${lane.waiting} ${job.lane === 'request' ? 'requests' : 'background tasks'} are waiting`))
-    } else if (job.lane === 'request' && !this.canDispatch(job) && this.pressured() !== undefined) {
-      // Shed before the queue fills: only work that has to wait for a thread is refused
-      // (not a request that waits only behind streams held back by their cap).
-      throw this.refuse(entry, new FST_BLOCKING_UNDER_PRESSURE(this.pressured() as string))
-    } else {
-      lane.push(entry)
-      if (job.lane === 'background') this.publish()
-      // Threads may be free while the queue's head waits for the streams' cap.
-      this.next()
+      return entry
     }
+    if (lane.waiting >= lane.limit && !reserved) {
+      throw this.refuse(entry, new FST_BLOCKING_QUEUE_FULL(`${lane.waiting} ${job.lane === 'request' ? 'requests' : 'background tasks'} are waiting`))
+    }
+    // Shed before the queue fills: only work that has to wait for a thread is refused
+    // (not a request that waits only behind streams held back by their cap).
+    const pressure = job.lane === 'request' && !this.canDispatch(job) ? this.pressured() : undefined
+    if (pressure !== undefined) throw this.refuse(entry, new FST_BLOCKING_UNDER_PRESSURE(pressure))
+    lane.push(entry)
+    if (job.lane === 'background') this.publish()
+    // Threads may be free while the queue's head waits for the streams' cap.
+    this.next()
     return entry
   }
 
@@ -231,7 +229,7 @@ export class Scheduler {
   }
 
   /** Says on the diagnostics channel how a job ended, if anyone listens. */
-  private report (entry: Entry, outcome: TaskOutcome, error?: { name: string, message: string, code?: string | undefined, statusCode?: number | undefined }): void {
+  private report (entry: Entry, outcome: TaskOutcome, error?: Parameters<typeof errorOf>[0]): void {
     if (!observed()) return
     const { job } = entry
     const ended = entry.endedAt === 0 ? now() : entry.endedAt
@@ -243,16 +241,7 @@ export class Scheduler {
       outcome,
       waitTime: (started === 0 ? ended : started) - entry.enqueuedAt,
       runTime: started === 0 ? 0 : ended - started,
-      ...(error === undefined
-        ? {}
-        : {
-            error: {
-              name: error.name,
-              message: error.message,
-              ...(error.code === undefined ? {} : { code: error.code }),
-              ...(error.statusCode === undefined ? {} : { statusCode: error.statusCode })
-            }
-          })
+      ...(error === undefined ? {} : { error: errorOf(error) })
     })
   }
 
