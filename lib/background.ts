@@ -9,6 +9,7 @@ import { definitionOf, lookup } from './define.js'
 import { FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_NOT_CLONEABLE } from './errors.js'
 import { loggedPayloadOf } from './route.js'
 import type { Scheduler } from './scheduler.js'
+import { handlerNumbers } from './threads.js'
 import { bufferIndexes, ownBuffer, uncloneable } from '../workers/clone.js'
 import type { BackgroundCall, RunTask } from '../workers/protocol.js'
 
@@ -92,7 +93,7 @@ export class Background {
       const own = ownBuffer(arg)
       if (own !== undefined && !(transferList ?? []).includes(own)) (transferList ??= []).push(own)
     }
-    const task: RunTask = { type: 'blocking:run', fn: pending.fn, slot: -1, args, buffers: pending.buffers }
+    const task: RunTask = { type: 'blocking:run', fn: handlerNumbers.numberOf(pending.fn), slot: -1, args, buffers: pending.buffers }
     let entry
     try {
       entry = this.scheduler.submit({ task, lane: 'background', label: name, timeout: this.timeout, transferList }, true)

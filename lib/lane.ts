@@ -2,6 +2,7 @@
 // with the measurements stats() reports.
 import { createHistogram, type RecordableHistogram } from 'node:perf_hooks'
 import type { Job } from './scheduler.js'
+import type { Channel } from './threads.js'
 import type { LaneStats } from './types.js'
 import type { Outcome } from '../workers/protocol.js'
 
@@ -23,6 +24,10 @@ export class Entry {
   paused = false
   /** Sent back to the queue once already, after its thread died before it started. */
   retried = false
+  /** The thread it was handed to, while it is there. */
+  channel: Channel | undefined = undefined
+  /** Handed over as a short task (it may have waited on its thread behind others). */
+  short = false
   promise!: Promise<Outcome>
   resolve!: (outcome: Outcome) => void
   reject!: (err: Error) => void
@@ -41,6 +46,14 @@ export class Meter {
   failed = 0
   readonly waitTime: RecordableHistogram = createHistogram()
   readonly runTime: RecordableHistogram = createHistogram()
+  /** Runs measured, and their moving average in ms (which tasks are short: see the scheduler). */
+  samples = 0
+  averageRun = 0
+
+  sample (ms: number): void {
+    this.averageRun = this.samples === 0 ? ms : this.averageRun * 0.9 + ms * 0.1
+    this.samples++
+  }
 
   stats (): LaneStats {
     return {

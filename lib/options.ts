@@ -9,7 +9,7 @@ import type { BlockingPluginOptions, BlockingRouteOptions, MultipartLimits } fro
 export interface ResolvedOptions {
   pool: 'piscina' | 'tinypool'
   maxThreads: number
-  minThreads: number | undefined
+  minThreads: number
   idleTimeout: number
   maxQueue: number
   taskTimeout: number
@@ -164,8 +164,8 @@ export function resolveOptions (opts: BlockingPluginOptions): ResolvedOptions {
     throw invalid(`options.pool must be 'piscina' or 'tinypool', got ${String(pool)}`)
   }
   const maxThreads = integer('maxThreads', given.maxThreads, availableParallelism(), 1)
-  const minThreads = given.minThreads === undefined ? undefined : integer('minThreads', given.minThreads, 0, 0)
-  if (minThreads !== undefined && minThreads > maxThreads) {
+  const minThreads = integer('minThreads', given.minThreads, maxThreads, 0)
+  if (minThreads > maxThreads) {
     throw invalid(`options.minThreads (${minThreads}) must not exceed options.maxThreads (${maxThreads})`)
   }
   const multipart = object('multipart', given.multipart)

@@ -17,6 +17,8 @@ export const kBlockingHandler = Symbol('fastify-blocking.handler')
 export interface BlockingRoute {
   /** The handler's identity (lib/define.ts). */
   fn: string
+  /** Its number on the threads' channels (threads.ts). */
+  number: number
   /** `GET /users/:id`: for errors and logs. */
   label: string
   /** The route's pattern. */
@@ -122,12 +124,12 @@ export function snapshotOf (request: FastifyRequest, routeUrl: string): RequestS
 }
 
 export function createBlockingHandler (route: BlockingRoute, scheduler: Scheduler, background: Background) {
-  const { fn, label, url, meter } = route
+  const { number, label, url, meter } = route
   const { timeout } = route.options
   const timed = route.options.serverTiming
   // A plain function, not an arrow: Fastify binds handlers to their encapsulated instance.
   function blockingHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
-    const task: HandleTask = { type: 'blocking:handle', fn, slot: -1, request: snapshotOf(request, url) }
+    const task: HandleTask = { type: 'blocking:handle', fn: number, slot: -1, request: snapshotOf(request, url) }
     // A multipart body is parsed in the worker: only its bytes pass through here.
     const multipart = multipartBody(request)
     let upload: Upload | undefined
