@@ -32,6 +32,7 @@ import {
   PayloadKind,
   SLOT_INTS,
   SLOT_BEGIN_F64,
+  SLOT_END_F64,
   SLOT_START_F64,
   SLOT_STATE,
   SLOT_THREAD,
@@ -427,6 +428,7 @@ export class Scheduler {
     Atomics.store(this.state, slot * SLOT_INTS + SLOT_THREAD, 0)
     this.start[slot * (SLOT_INTS / 2) + SLOT_START_F64] = 0
     this.start[slot * (SLOT_INTS / 2) + SLOT_BEGIN_F64] = 0
+    this.start[slot * (SLOT_INTS / 2) + SLOT_END_F64] = 0
     job.task.slot = slot
     if (job.timeout > 0) {
       entry.timer = setTimeout(() => this.checkTimeout(entry), job.timeout)
@@ -511,7 +513,8 @@ export class Scheduler {
       record(lane.runTime, ended - began)
       if (meter !== undefined) {
         record(meter.runTime, ended - began)
-        meter.sample(ended - began)
+        const finished = this.start[slot * (SLOT_INTS / 2) + SLOT_END_F64]!
+        meter.sample((finished > 0 ? finished : ended) - began)
       }
       if (!this.ownPool(job)) this.busyMs += ended - started
     }

@@ -293,7 +293,7 @@ export default async function onSession (task: SessionTask): Promise<void> {
     throw new Error(`fastify-blocking worker: expected a session, got ${JSON.stringify((task as { type?: unknown } | undefined)?.type)}`)
   }
   for (const moduleUrl of task.modules) await load(moduleUrl).catch(() => {})
-  await serve(task.port, {
+  await serve(task.port, start, {
     name (from, given) {
       for (let i = 0; i < given.length; i++) names[from + i] = given[i]!
     },
