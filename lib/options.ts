@@ -157,6 +157,13 @@ function detectBlocking (value: unknown): number {
   return integer('detectBlocking.thresholdMs', given.thresholdMs, 100, 1)
 }
 
+/**
+ * Bytes a stream may have in flight (blocking.highWaterMark): measured on
+ * 64 KiB chunks and on row-per-yield exports, 1 MiB streams at the speed of
+ * the generator where 64 KiB waited for a credit message every chunk.
+ */
+export const DEFAULT_STREAM_WINDOW = 1_048_576
+
 export function resolveOptions (opts: BlockingPluginOptions): ResolvedOptions {
   const given = object('', opts) as BlockingPluginOptions
   const pool = given.pool ?? 'piscina'
@@ -211,7 +218,7 @@ export function resolveRouteOptions (
   return {
     timeout: integer('blocking.timeout', given.timeout, plugin.taskTimeout, 0),
     serverTiming: boolean(`${route}: blocking.serverTiming`, given.serverTiming, plugin.serverTiming),
-    highWaterMark: integer('blocking.highWaterMark', given.highWaterMark, 65_536, 1),
+    highWaterMark: integer('blocking.highWaterMark', given.highWaterMark, DEFAULT_STREAM_WINDOW, 1),
     multipartLimits: { ...plugin.multipart.limits, ...limits('blocking.multipart.limits', multipart.limits) },
     spoolThreshold: plugin.multipart.spoolThreshold
   }

@@ -80,8 +80,10 @@ export function startStream (
     // the bytes in flight each stay within highWaterMark.
     const grant = (): void => {
       if (finished || body === undefined) return
+      // Granted in steps of half the window or more: a credit message per
+      // chunk would cost as much as the chunk.
       const credit = highWaterMark - (granted - received)
-      if (credit <= 0) return
+      if (credit < highWaterMark / 2) return
       granted += credit
       port.postMessage({ type: 'stream:more', credit })
       scheduler.resume(entry)
