@@ -177,7 +177,12 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     if (routes.length > 0) {
       // A handler a worker cannot find is reported at startup, not on the first request.
       const fns = [...new Set(routes.map((r) => r.fn))]
-      const { missing, counts } = await threads.check(fns)
+      // Once more on a fresh thread if the one asked died meanwhile (a thread that
+      // ended itself between tasks); a module that kills its thread fails twice.
+      const { missing, counts } = await threads.check(fns).catch(async () => {
+        await threads.start(1)
+        return await threads.check(fns)
+      })
       for (const route of routes) {
         const why = missing[route.fn]
         const moduleUrl = moduleOf(route.fn)
