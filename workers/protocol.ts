@@ -145,8 +145,12 @@ export type UploadMessage =
 
 /** Worker -> main, on an upload's port. */
 export type UploadControl =
-  /** The parser took `credit` bytes: send as much more. */
-  | { type: 'upload:more', credit: number }
+  /**
+   * The parser took `credit` bytes: send as much more. `returned`: the
+   * buffers of chunks it has copied, transferred back to be freed by the
+   * thread that allocated them.
+   */
+  | { type: 'upload:more', credit: number, returned?: ArrayBuffer[] }
   /** A file is being spooled here: the main thread deletes it if the thread dies. */
   | { type: 'upload:spooled', path: string }
   /** A limit was hit or the body is malformed: stop sending. */
