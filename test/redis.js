@@ -126,10 +126,13 @@ export function startWorker (t, redis, { tasks = [tasksFile], args = [], env = {
       await exited
     }
   })
+  const ready = waitForOutput(proc, proc.stdout, (text) => text.includes('durable queue'), 'the worker to start')
+  // A test that expects the worker to fail at startup awaits `exited`, not `ready`.
+  ready.catch(() => {})
   return {
     proc,
     exited,
-    ready: waitForOutput(proc, proc.stdout, (text) => text.includes('durable queue'), 'the worker to start'),
+    ready,
     lines: () => out.trim().split('\n').filter(Boolean).map((line) => JSON.parse(line)),
     stderr: () => err
   }
@@ -139,4 +142,37 @@ export function startWorker (t, redis, { tasks = [tasksFile], args = [], env = {
 export function notes (file) {
   if (!existsSync(file)) return []
   return readFileSync(file, 'utf8').trim().split('\n').filter(Boolean).map((line) => JSON.parse(line))
+}
+
+/**
+ * BullMQ seen from the test: the queue, its events (`stalled` counts every
+ * stall any worker saw), and a way to wait for a job's state.
+ */
+export async function bull (t, redis, name = 'fastify-blocking') {
+  const { Queue, QueueEvents } = await import('bullmq')
+  const queue = new Queue(name, { connection: redis.client() })
+  const events = new QueueEvents(name, { connection: redis.client() })
+  const stalled = []
+  events.on('stalled', ({ jobId }) => stalled.push(jobId))
+  await events.waitUntilReady()
+  t.teardown(async () => {
+    await events.close()
+    await queue.close()
+  })
+  return {
+    queue,
+    events,
+    stalled,
+    /** Resolves to the job once it is in one of `states`; polls with a deadline. */
+    async settled (id, states = ['completed', 'failed'], timeout = 20_000) {
+      const deadline = Date.now() + timeout
+      for (;;) {
+        const job = await queue.getJob(id)
+        const state = job === undefined ? 'missing' : await job.getState()
+        if (states.includes(state)) return job
+        if (Date.now() > deadline) throw new Error(`job ${id} is ${state}, not ${states.join(' or ')}`)
+        await new Promise((resolve) => setTimeout(resolve, 20))
+      }
+    }
+  }
 }
