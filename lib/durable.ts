@@ -52,7 +52,7 @@ export async function attachQueue (
   fastify.addHook('onReady', async () => {
     // Every task module imported so far is in the table; two tasks with one name stop the start.
     await queue.tasks.refresh()
-    consumer?.start()
+    await consumer?.start()
     fastify.log.info(
       { queue: settings.name, tasks: queue.tasks.size, concurrency: consumer === undefined ? 0 : settings.concurrency },
       `fastify-blocking: durable queue '${settings.name}'${consumer === undefined ? ' (enqueue only)' : ''}`

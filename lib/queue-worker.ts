@@ -53,14 +53,19 @@ export class QueueConsumer {
     durable.consumed = () => ({ running: this.running, completed: this.completed, failed: this.failed })
   }
 
-  /** Starts fetching jobs. */
-  start (): void {
+  /**
+   * Starts fetching jobs; resolves once the worker is connected, or after
+   * `queue.timeout` when Redis is not there yet (it connects when it comes).
+   */
+  async start (): Promise<void> {
     const { bullmq } = this.drivers
     const { name, prefix, concurrency, worker } = this.options
     // Three parameters: BullMQ then passes an AbortSignal (a job cancelled through the queue).
     const processor = (job: Job, token: string | undefined, signal: AbortSignal | undefined): Promise<unknown> => this.process(job, token, signal)
     this.worker = new bullmq.Worker(name, processor, {
       concurrency,
+      // BullMQ waits 15 s before it fetches again after losing Redis; jobs should drain sooner once it is back.
+      runRetryDelay: 2000,
       ...worker,
       ...(prefix === undefined ? {} : { prefix }),
       connection: this.base
@@ -76,6 +81,12 @@ export class QueueConsumer {
     this.worker.on('stalled', (jobId: string) => {
       this.log.warn({ jobId }, `fastify-blocking: job ${jobId} stalled (the process running it died or stopped renewing its lock); it runs again`)
     })
+    let timer: NodeJS.Timeout | undefined
+    const connected = await Promise.race([
+      this.worker.waitUntilReady().then(() => true),
+      new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), this.options.timeout) })
+    ]).finally(() => clearTimeout(timer))
+    if (!connected) this.log.warn(`fastify-blocking: the task queue's worker is not connected to Redis yet (${name}); it runs jobs once it is`)
   }
 
   private async process (job: Job, token: string | undefined, signal: AbortSignal | undefined): Promise<unknown> {
