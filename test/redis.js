@@ -169,7 +169,8 @@ export async function bull (t, redis, name = 'fastify-blocking') {
       for (;;) {
         const job = await queue.getJob(id)
         const state = job === undefined ? 'missing' : await job.getState()
-        if (states.includes(state)) return job
+        // Read again: the job may have moved between the two reads (the state is read last).
+        if (states.includes(state)) return await queue.getJob(id)
         if (Date.now() > deadline) throw new Error(`job ${id} is ${state}, not ${states.join(' or ')}`)
         await new Promise((resolve) => setTimeout(resolve, 20))
       }
