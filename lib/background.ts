@@ -88,17 +88,11 @@ export class Background {
         this.durable.fromWorker(reply, definition, call.args, call.buffers)
         continue
       }
-      try {
-        this.scheduler.reserve(`reply.background(${name})`, name)
-      } catch (err) {
-        reply.log.error({ err, task: name }, `fastify-blocking: background task ${name} was dropped`)
-        continue
-      }
-      this.attach(reply, { fn: call.fn, name, args: call.args, buffers: call.buffers, log: reply.log })
+      this.runLocally(reply, call.fn, name, call.args, call.buffers)
     }
   }
 
-  /** Runs a task in process (whenDown 'local'): after the response when there is one, else now. */
+  /** Runs a task in process (without `queue`, or whenDown 'local'): after the response when there is one, else now. */
   runLocally (reply: FastifyReply | undefined, fn: string, name: string, args: unknown[], buffers: number[] | undefined): void {
     if (reply === undefined) {
       // app.blocking.enqueue(): a full queue is the caller's error.
