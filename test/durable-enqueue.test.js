@@ -150,3 +150,48 @@ test('app.close() stops the worker, closes the queue and leaves no Redis connect
   while ((left = await otherClients(watcher)).length > baseline && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20))
   t.equal(left.length, baseline, `no connection left: ${left.join('\n')}`)
 })
+
+test('paths name the argument (quoted keys, array indexes); invalid Dates and symbols are refused; revived values sit at any depth', async (t) => {
+  const redis = await startRedis(t)
+  const { queue } = await bull(t, redis)
+  const app = await build(t, 'piscina', { queue: { connection: redis.url, work: false } })
+  await app.ready()
+  const refused = async (args, message) => t.rejects(app.blocking.enqueue(tasks.record, args), { code: 'FST_BLOCKING_NOT_SERIALIZABLE', message }, String(message))
+  await refused(['x', { 'content-type': [1, { deep: Symbol('s') }] }], /args\[1\]\["content-type"\]\[1\]\.deep is a symbol/)
+  await refused(['x', new Date(NaN)], /args\[1\] is an invalid Date/)
+  await refused(['x', [Infinity]], /args\[1\]\[0\] is Infinity/)
+  await refused(['x', new Uint16Array(2)], /args\[1\] is a Uint16Array/)
+  await refused(['x', Object.assign(Object.create(null), { ok: 1, n: 2n })], /args\[1\]\.n is a BigInt/)
+  const { id } = await app.blocking.enqueue(tasks.record, ['x', { list: [new Date(0), [Buffer.from('a')]], none: [undefined] }])
+  const job = await queue.getJob(id)
+  t.same(job.data.revive, [[[1, 'list', 0], 'date'], [[1, 'list', 1, 0], 'bytes'], [[1, 'none', 0], 'undefined']])
+})
+
+test('startQueueWorker: tasks by glob or URL; a name that matches nothing, or no tasks, is refused', async (t) => {
+  const redis = await startRedis(t)
+  const { startQueueWorker } = await import('fastify-blocking')
+  const base = { connection: redis.url, maxThreads: 1, logger: false }
+  const worker = await startQueueWorker({ ...base, tasks: ['test/fixtures/dur?ble.js', new URL('./fixtures/**/durable.js', import.meta.url)] })
+  t.equal(worker.stats().queue.name, 'fastify-blocking')
+  await worker.close()
+  await t.rejects(startQueueWorker({ ...base, tasks: 'test/fixtures/nothing-*.js' }), { code: 'FST_BLOCKING_INVALID_OPTION', message: /no file matches/ })
+  await t.rejects(startQueueWorker({ ...base, tasks: 'test/fixtures/missing.js' }), { code: 'FST_BLOCKING_INVALID_OPTION', message: /is not a file/ })
+  await t.rejects(startQueueWorker({ ...base, tasks: [] }), { code: 'FST_BLOCKING_INVALID_OPTION', message: /at least one task module/ })
+  await t.rejects(startQueueWorker(null), { code: 'FST_BLOCKING_INVALID_OPTION' })
+})
+
+test('queue options are checked at registration', async (t) => {
+  const Fastify = (await import('fastify')).default
+  const blocking = (await import('fastify-blocking')).default
+  for (const [queue, message] of [
+    [{ connection: 'localhost:6379' }, /options\.queue\.connection must be a redis:\/\/ URL/],
+    [{ connection: 'redis://127.0.0.1', name: 'a:b' }, /options\.queue\.name must be a non-empty string without ':'/],
+    [{ connection: 'redis://127.0.0.1', whenDown: 'retry' }, /options\.queue\.whenDown must be 'fail' or 'local'/],
+    [{ connection: 'redis://127.0.0.1', timeout: 0 }, /options\.queue\.timeout must be a positive integer/],
+    [{ connection: 'redis://127.0.0.1', retries: 3 }, /options\.queue\.retries is not an option/]
+  ]) {
+    const app = Fastify()
+    await t.rejects(async () => { await app.register(blocking, { maxThreads: 1, queue }) }, { code: 'FST_BLOCKING_INVALID_OPTION', message })
+    await app.close()
+  }
+})

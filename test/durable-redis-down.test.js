@@ -75,3 +75,17 @@ test("whenDown 'local': with Redis stopped the task runs in this process (warned
   t.equal((await settled(job.id)).returnvalue.recorded.n, 2, 'the app\'s worker, reconnected, ran the new job')
   t.equal(app.blocking.stats().queue.ranLocally, 1)
 })
+
+test("a call once the response is sent cannot hold it: with 'fail' a job Redis did not take is logged as dropped", async (t) => {
+  const redis = await startRedis(t)
+  const app = await build(t, 'piscina', { queue: { connection: redis.url, work: false, timeout: TIMEOUT } })
+  const file = join(t.testdir(), 'notes')
+  app.addHook('onResponse', async (request, reply) => { reply.background(tasks.record, file, 'after') })
+  app.get('/', async () => 'ok')
+  await app.ready()
+  redis.pause()
+  t.teardown(() => redis.resume())
+  t.equal((await app.inject('/')).statusCode, 200)
+  await until(() => app.logs.some((l) => l.level === 50 && /background task test\/fixtures\/durable\.js#record was dropped: the task queue is unavailable/.test(l.msg)), { what: 'the drop to be logged' })
+  t.equal(app.blocking.stats().queue.unavailable, 1)
+})
