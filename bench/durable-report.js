@@ -27,7 +27,8 @@ export function renderDurable (result) {
   const modes = {
     plain: 'handler alone',
     background: '+ `reply.background(noop)`, in process',
-    queued: '+ `reply.background(noop)` with `queue` (job in Redis before the response)'
+    queued: '+ `reply.background(noop)` with `queue` (job in Redis before the response)',
+    bullmq: 'anchor: + `await queue.add()` of plain BullMQ in the handler'
   }
   const latencyRows = Object.entries(modes).map(([mode, label]) => {
     const rows = latency.filter((r) => r.mode === mode)
@@ -39,7 +40,7 @@ export function renderDurable (result) {
   const addedP99 = spreadOf(queuedRows.map((q) => ({ q, p: plainRows.find((p) => p.rep === q.rep) })), ({ q, p }) => q.p99 - p.p99)
   const throughputRows = [1, 2].map((workers) => {
     const rows = throughput.filter((r) => r.workers === workers)
-    return [plural(workers, 'worker process'), show(spreadOf(rows, (r) => r.jobsPerSec)), show(spreadOf(rows, (r) => r.seconds)), String(rows.reduce((n, r) => n + r.failed, 0))]
+    return [workers === 1 ? '1 worker process' : `${workers} worker processes`, show(spreadOf(rows, (r) => r.jobsPerSec)), show(spreadOf(rows, (r) => r.seconds)), String(rows.reduce((n, r) => n + r.failed, 0))]
   })
   const scaling = pairedRatio(throughput, 'workers', 2, 1, (r) => r.jobsPerSec)
   const lockRows = ['fastify-blocking-worker', 'plain BullMQ worker'].map((contender) => {
@@ -49,22 +50,40 @@ export function renderDurable (result) {
   })
   const ours = locks.filter((r) => r.contender === 'fastify-blocking-worker')
   const plain = locks.filter((r) => r.contender === 'plain BullMQ worker')
+  const redisLimit = 'the response waits for one call of BullMQ\'s add script on a Redis that shares the two cores with the server and autocannon; on a loaded machine its tail follows the load.'
+  const onceRounds = ours.filter((r) => r.runs === 1 && r.stalls === 0 && r.state === 'completed').length
   const targets = [
     target({
-      what: 'p99 latency that reply.background adds with `queue` (one Redis round trip, 127.0.0.1)',
+      what: 'latency that reply.background adds with `queue`, p50 (a Redis round trip on 127.0.0.1)',
+      goal: '≤ 1 ms',
+      measured: addedP50,
+      test: (v) => v <= 1,
+      format: (v) => `${num(v)} ms`,
+      limit: redisLimit
+    }),
+    target({
+      what: 'latency that reply.background adds with `queue`, p99',
       goal: '≤ 5 ms',
       measured: addedP99,
       test: (v) => v <= 5,
       format: (v) => `${num(v)} ms`,
-      limit: 'the job is added with one Lua script call; the response waits for its reply.'
+      limit: redisLimit
     }),
     target({
-      what: 'a CPU-bound job of 3 x lockDuration: runs and stalls (fastify-blocking-worker)',
-      goal: 'ran once, 0 stalls, every round',
-      measured: { median: ours.every((r) => r.runs === 1 && r.stalls === 0 && r.state === 'completed') ? 1 : 0, min: 0, max: 1 },
-      test: (v) => v === 1,
-      format: (v) => (v === 1 ? `ran once, 0 stalls in ${plural(ours.length, 'round')}` : 'no'),
-      limit: 'the anchor, a plain BullMQ function processor, stalls by design: its loop cannot renew the lock.'
+      what: 'a CPU-bound job of 3 x lockDuration on fastify-blocking-worker: rounds in which it ran once, without a stall',
+      goal: `all ${ours.length}`,
+      measured: { median: onceRounds, min: onceRounds, max: onceRounds },
+      test: (v) => v === ours.length,
+      format: (v) => `${v} of ${ours.length}`,
+      limit: 'the pool thread runs the task; a stall means the worker\'s event loop was held past lockDuration.'
+    }),
+    target({
+      what: 'the same job on a plain BullMQ worker doing the work inline (the anchor): rounds in which it stalled',
+      goal: `all ${plain.length} (the anchor fails)`,
+      measured: { median: plain.filter((r) => r.stalls > 0).length, min: plain.filter((r) => r.stalls > 0).length, max: plain.filter((r) => r.stalls > 0).length },
+      test: (v) => v === plain.length,
+      format: (v) => `${v} of ${plain.length}`,
+      limit: 'the anchor did not stall: the lock test did not test anything in that round.'
     })
   ]
   const body = `
@@ -77,14 +96,17 @@ numbers with that in mind.
 
 **Latency.** \`GET /ok\` on a server with one pool thread (\`bench/servers/durable.js\`),
 ${settings.connections} autocannon connections, ${settings.warmup} s warmup + ${settings.duration} s per run.
-The handler returns \`{ ok: true }\`; the other two also call \`reply.background(noop)\`, run in
-process, or added to Redis (\`queue\`, \`work: false\`) before the response is sent.
+The handler returns \`{ ok: true }\`; the next two also call \`reply.background(noop)\`, run in
+process, or added to Redis (\`queue\`, \`work: false\`) before the response is sent; the anchor
+awaits BullMQ's own \`queue.add()\` in the handler, what one would write by hand.
 
 ${table(['server', 'req/s', 'p50 ms', 'p99 ms'], latencyRows)}
 
 With \`queue\`, the response waits for Redis: ${num(addedP50.median)} ms more at p50 and ${num(addedP99.median)} ms more at p99
-than the handler alone (differences taken within each round, medians). Redis shares the two
-cores with the server and autocannon here.
+than the handler alone (differences taken within each round, medians). Against the anchor,
+BullMQ's own \`queue.add()\` awaited in the handler, the plugin's path serves
+${show(pairedRatio(latency, 'mode', 'queued', 'bullmq', (r) => r.requestsPerSec), times)} the req/s (same round): the cost is BullMQ's and Redis's, not the plugin's.
+Redis shares the two cores with the server and autocannon here.
 
 **Throughput.** ${settings.jobs} trivial jobs (\`bench.noop\`) added at once (\`addBulk\`) to a queue
 served by fastify-blocking-worker processes (1 pool thread, \`--concurrency 16\` each), started

@@ -9,9 +9,10 @@
 // docs/benchmarks.md shows them (bench/durable-report.js renders the section).
 //
 // a) Latency: GET /ok with 10 autocannon connections for 5 s (1 s warmup),
-//    three servers (bench/servers/durable.js): the handler alone; plus
+//    four servers (bench/servers/durable.js): the handler alone; plus
 //    reply.background(noop) run in process; plus the same with `queue`, where
-//    the response waits until Redis has the job. 3 rounds, order alternated.
+//    the response waits until Redis has the job; and, as the anchor, a handler
+//    that awaits BullMQ's queue.add() itself. 3 rounds, order alternated.
 // b) Throughput: 1 and 2 fastify-blocking-worker processes (1 pool thread,
 //    concurrency 16 each) started and ready; then JOBS trivial jobs added at
 //    once (addBulk); the time until the last one is completed. 3 rounds.
@@ -92,14 +93,14 @@ const workerArgs = (extra) => [bin, '--tasks', tasks, '--connection', url, '--th
 
 // a) Latency.
 const latency = []
-const modes = ['plain', 'background', 'queued']
+const modes = ['plain', 'background', 'queued', 'bullmq']
 for (let rep = 1; rep <= REPS; rep++) {
   for (const mode of rep % 2 === 1 ? modes : [...modes].reverse()) {
     await redis.flushall()
     const server = await startServer(here('./servers/durable.js'), [mode, url])
     const r = await measure({ server, path: '/ok', connections: CONNECTIONS, warmup: WARMUP, duration: DURATION })
     await server.close()
-    const jobs = mode === 'queued' ? await queue.count() : 0
+    const jobs = mode === 'queued' || mode === 'bullmq' ? await queue.count() : 0
     latency.push({ rep, mode, requestsPerSec: r.requestsPerSec, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors, non2xx: r.non2xx, jobs })
     log(`latency ${mode}: ${r.requestsPerSec.toFixed(0)} req/s, p50 ${r.latency.p50.toFixed(2)} ms, p99 ${r.latency.p99.toFixed(2)} ms${mode === 'queued' ? `, ${jobs} jobs in Redis` : ''}`)
   }
