@@ -198,6 +198,8 @@ export class DurableQueue {
   /** `app.blocking.enqueue()`: resolves to the job's id, or (whenDown 'local') runs the task here. */
   async enqueue (definition: Definition, args: unknown[], jobOptions: QueueJobOptions | undefined): Promise<{ id: string }> {
     const label = `app.blocking.enqueue(${definition.name})`
+    // Called before app.ready(), maybe in the tick that imported the module: its export names first.
+    if (!this.tasks.has(definition.moduleUrl)) await this.tasks.refresh()
     const name = this.nameOf(definition, label)
     const added = await this.add(name, this.encode(label, args, undefined), jobOptions)
     if ('id' in added) return added

@@ -35,18 +35,17 @@ const names = new WeakMap<Definition, string>()
 
 /**
  * A task's stable name. The export name comes from define.ts, which learns
- * it once the module has loaded (TaskTable.refresh() makes sure it has).
+ * it once the module has loaded (TaskTable.refresh() makes sure it has); a
+ * name made of the index is not kept, in case the export name comes later.
  */
 export function stableName (definition: Definition): string {
   if (definition.given !== undefined) return definition.given
   let name = names.get(definition)
   if (name === undefined) {
     const file = fileURLToPath(definition.moduleUrl)
-    const local = definition.name === `${definition.moduleUrl.slice(definition.moduleUrl.lastIndexOf('/') + 1)}#${definition.index}`
-      ? String(definition.index)
-      : definition.name
-    name = `${relative(rootOf(file), file).split(sep).join('/')}#${local}`
-    names.set(definition, name)
+    const unnamed = definition.name === `${definition.moduleUrl.slice(definition.moduleUrl.lastIndexOf('/') + 1)}#${definition.index}`
+    name = `${relative(rootOf(file), file).split(sep).join('/')}#${unnamed ? definition.index : definition.name}`
+    if (!unnamed) names.set(definition, name)
   }
   return name
 }
@@ -92,6 +91,11 @@ export class TaskTable {
     if (other === definition) return undefined
     return `two tasks are named '${name}' (${other.id} and ${definition.id}): ` +
       'task names must be unique, give one of them another with defineTask(import.meta.url, fn, { name })'
+  }
+
+  /** Whether refresh() has taken in this module (its export names are known). */
+  has (moduleUrl: string): boolean {
+    return this.seen.has(moduleUrl)
   }
 
   get (name: string): Definition | undefined {
