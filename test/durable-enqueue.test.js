@@ -95,7 +95,9 @@ test('reply.background in a worker handler: checked at the call, queued before t
 test('app.blocking.enqueue: jobId twice is one job; job options pass through; stats and the diagnostics channel see it', async (t) => {
   const redis = await startRedis(t)
   const { queue } = await bull(t, redis)
-  const app = await build(t, 'tinypool', { queue: { connection: redis.url, work: false, jobs: { removeOnComplete: true } } })
+  // An ioredis instance of the app's own: the plugin duplicates it and leaves it alone.
+  const own = redis.client()
+  const app = await build(t, 'tinypool', { queue: { connection: own, work: false, jobs: { removeOnComplete: true } } })
   await app.ready()
   const messages = []
   const listener = (message) => messages.push(message)
@@ -119,6 +121,8 @@ test('app.blocking.enqueue: jobId twice is one job; job options pass through; st
   t.match(app.blocking.stats().queue, { name: 'fastify-blocking', connected: true, counts: { delayed: 1, waiting: 0 }, added: 2 })
   await t.rejects(app.blocking.enqueue(tasks.sendEmail, 'not an array'), { code: 'FST_BLOCKING_INVALID_OPTION' })
   await t.rejects(app.blocking.enqueue(() => {}, []), { code: 'FST_BLOCKING_HANDLER_NOT_DEFINED' })
+  await app.close()
+  t.equal(await own.ping(), 'PONG', 'the app\'s own connection is still open')
 })
 
 test('without queue, app.blocking.enqueue runs the task in the pool and no Redis is needed', async (t) => {

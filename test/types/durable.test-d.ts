@@ -1,4 +1,5 @@
 import Fastify from 'fastify'
+import { Redis } from 'ioredis'
 import { expectError, expectType } from 'tsd'
 import blocking, {
   defineTask,
@@ -23,6 +24,7 @@ await app.register(blocking, {
   }
 })
 await app.register(blocking, { queue: { connection: { host: '127.0.0.1', port: 6379 } } })
+await app.register(blocking, { queue: { connection: new Redis({ lazyConnect: true }) } })
 expectError(app.register(blocking, { queue: { connection: 'redis://127.0.0.1', whenDown: 'retry' } }))
 expectError(app.register(blocking, { queue: { connection: 'redis://127.0.0.1', timeout: '2s' } }))
 expectError(app.register(blocking, { queue: { name: 'no connection' } }))
