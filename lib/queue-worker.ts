@@ -165,13 +165,22 @@ export class QueueConsumer {
     if (this.worker !== undefined) this.closing ??= this.worker.close()
   }
 
-  /** Waits until the running jobs have ended and BullMQ's connections are closed. */
+  /**
+   * Waits until the running jobs have ended (the pool is closed by then) and
+   * BullMQ's connections are closed (`base` is BullMQ's main connection, ours
+   * to close). While Redis refuses connections BullMQ's close cannot end: it
+   * is waited for up to `queue.timeout`, and ends by itself when Redis answers.
+   */
   async close (): Promise<void> {
     this.stopFetching()
-    try {
-      await this.closing
-    } finally {
-      this.base.disconnect()
+    const closing = (this.closing ?? Promise.resolve()).finally(() => this.base.disconnect())
+    let timer: NodeJS.Timeout | undefined
+    const closed = await Promise.race([
+      closing.then(() => true),
+      new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), this.options.timeout) })
+    ]).finally(() => clearTimeout(timer))
+    if (!closed) {
+      this.log.warn(`fastify-blocking: the task queue's worker did not close within queue.timeout (${this.options.timeout} ms): Redis is unreachable; it closes when Redis answers again`)
     }
   }
 }

@@ -3,7 +3,7 @@
 import { join } from 'node:path'
 import { test } from 'tap'
 import { build, until } from './helpers.js'
-import { bull, notes, startRedis } from './redis.js'
+import { bull, notes, startRedis, startWorker } from './redis.js'
 import * as tasks from './fixtures/durable.js'
 
 const TIMEOUT = 300
@@ -88,4 +88,18 @@ test("a call once the response is sent cannot hold it: with 'fail' a job Redis d
   t.equal((await app.inject('/')).statusCode, 200)
   await until(() => app.logs.some((l) => l.level === 50 && /background task test\/fixtures\/durable\.js#record was dropped: the task queue is unavailable/.test(l.msg)), { what: 'the drop to be logged' })
   t.equal(app.blocking.stats().queue.unavailable, 1)
+})
+
+test('SIGTERM on a worker process while Redis refuses connections: it still exits 0, in bounded time', async (t) => {
+  const redis = await startRedis(t)
+  const worker = startWorker(t, redis, { args: ['--close-timeout', '1000'] })
+  await worker.ready
+  await redis.stop()
+  // Its connections notice.
+  await until(() => worker.lines().some((l) => /lost Redis|connection failed/.test(l.msg)), { what: 'the worker to see Redis gone' })
+  const started = Date.now()
+  worker.proc.kill('SIGTERM')
+  t.same(await worker.exited, { code: 0, signal: null })
+  t.ok(Date.now() - started < 10_000, `exited in ${Date.now() - started} ms`)
+  t.ok(worker.lines().some((l) => l.level === 40 && /did not close within queue\.timeout/.test(l.msg)), 'said why it took queue.timeout')
 })
