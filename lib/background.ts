@@ -11,6 +11,7 @@ import { loggedPayloadOf } from './route.js'
 import type { DurableQueue } from './queue.js'
 import type { Entry } from './lane.js'
 import type { LaneName, Scheduler } from './scheduler.js'
+import { handlerNumbers } from './threads.js'
 import { bufferIndexes, ownBuffer, uncloneable } from '../workers/clone.js'
 import type { BackgroundCall, RunTask } from '../workers/protocol.js'
 
@@ -48,7 +49,7 @@ export function submitTask (
     const own = ownBuffer(arg)
     if (own !== undefined && !(transferList ?? []).includes(own)) (transferList ??= []).push(own)
   }
-  const task: RunTask = { type: 'blocking:run', fn: call.fn, slot: -1, args: call.args, buffers: call.buffers }
+  const task: RunTask = { type: 'blocking:run', fn: handlerNumbers.numberOf(call.fn), slot: -1, args: call.args, buffers: call.buffers }
   return scheduler.submit({ task, lane, label: call.name, timeout, transferList }, reserved)
 }
 

@@ -36,7 +36,7 @@ import { createBlockingHandler, kBlockingHandler, loggedPayloadOf, type Blocking
 import { detectBlocking } from './detect.js'
 import { Meter } from './lane.js'
 import { Scheduler } from './scheduler.js'
-import { STREAMS_PER_THREAD } from './stream.js'
+import { handlerNumbers, STREAMS_PER_THREAD } from './threads.js'
 import type {
   BlockingDecorator,
   BlockingHandler,
@@ -49,7 +49,7 @@ import type {
   StartQueueWorkerOptions,
   ReadMultipartResult
 } from './types.js'
-import { kWorkerContext, type CheckOutcome, type RunTask, type WorkerContext } from '../workers/protocol.js'
+import { kWorkerContext, type RunTask, type WorkerContext } from '../workers/protocol.js'
 
 export * from './errors.js'
 export type * from './types.js'
@@ -106,27 +106,38 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     maxThreads: options.maxThreads,
     minThreads: options.minThreads,
     idleTimeout: options.idleTimeout,
-    concurrency: STREAMS_PER_THREAD + 1,
     resourceLimits: options.resourceLimits,
-    workerData: { slots: scheduler.slots, gauges: scheduler.gauges, pool: options.pool, priority: options.priority },
-    isBusy: (threadId: number) => scheduler.isBusy(threadId),
+    workerData: { slots: scheduler.slots, gauges: scheduler.gauges, priority: options.priority },
     onError: (err: Error) => fastify.log.error({ err }, 'fastify-blocking: a worker thread failed while idle; it was replaced')
   }
   const pool = await createPool(options.pool, poolConfig)
   const backgroundPool = ownBackgroundThreads
     ? await createPool(options.pool, {
       ...poolConfig,
-      // Started when background tasks come, one task each.
+      // Started when background tasks come.
       minThreads: 0,
-      concurrency: 1,
       workerData: { ...poolConfig.workerData, priority: options.backgroundPriority }
     })
     : undefined
-  scheduler.attach(pool, backgroundPool)
-  const background = new Background(scheduler, options.taskTimeout, fastify.log)
 
   const routes: BlockingRoute[] = []
   const problems: string[] = []
+
+  /** A priority the threads could not take is said once, at debug level: they run at normal priority. */
+  const refusedPriority = new Set<string>()
+  scheduler.attach(pool, backgroundPool, {
+    minThreads: options.minThreads,
+    idleTimeout: options.idleTimeout,
+    // A thread imports every blocking handler's module before it takes work.
+    modules: () => [...new Set(routes.map((r) => moduleOf(r.fn)))],
+    priorityRefused (threads, why) {
+      if (refusedPriority.has(threads)) return
+      refusedPriority.add(threads)
+      const priority = threads === 'pool threads' ? options.priority : options.backgroundPriority
+      fastify.log.debug({ priority }, `fastify-blocking: ${threads} run at normal priority: ${why}`)
+    }
+  })
+  const background = new Background(scheduler, options.taskTimeout, fastify.log)
 
   registerParser(fastify)
   fastify.addHook('onRoute', function (route) {
@@ -155,24 +166,27 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
       )
       return
     }
-    const record: BlockingRoute = { fn: definition.id, label, url: route.url, generator: definition.generator, options: routeOptions, meter: new Meter() }
+    const record: BlockingRoute = { fn: definition.id, number: handlerNumbers.numberOf(definition.id), label, url: route.url, generator: definition.generator, options: routeOptions, meter: new Meter() }
     routes.push(record)
     if (takesBody && !definition.generator) interceptMultipart(route, true)
     route.handler = createBlockingHandler(record, scheduler, background)
   })
 
-  /** A priority the threads could not take is said once, at debug level: they run at normal priority. */
-  const sayPriority = (threads: string, priority: number, refused: string | undefined): void => {
-    if (refused !== undefined) fastify.log.debug({ priority }, `fastify-blocking: ${threads} run at normal priority: ${refused}`)
-  }
-
   fastify.addHook('onReady', async () => {
-    if (routes.length > 0 && problems.length === 0) {
-      // Load every handler module in a worker now, so that a handler a worker
-      // cannot find is reported at startup, not on the first request.
+    if (problems.length > 0) throw new FST_BLOCKING_HANDLER_NOT_DEFINED(problems.join('\n'))
+    // The threads minThreads keeps start now and import every handler's
+    // module before they take work: the first requests do not pay for it.
+    const threads = scheduler.requestThreads
+    await threads.start(Math.max(1, options.minThreads))
+    if (routes.length > 0) {
+      // A handler a worker cannot find is reported at startup, not on the first request.
       const fns = [...new Set(routes.map((r) => r.fn))]
-      const { missing, counts, priorityRefused } = await pool.run({ type: 'blocking:check', fns }, undefined) as CheckOutcome
-      sayPriority('pool threads', options.priority, priorityRefused)
+      // Once more on a fresh thread if the one asked died meanwhile (a thread that
+      // ended itself between tasks); a module that kills its thread fails twice.
+      const { missing, counts } = await threads.check(fns).catch(async () => {
+        await threads.start(1)
+        return await threads.check(fns)
+      })
       for (const route of routes) {
         const why = missing[route.fn]
         const moduleUrl = moduleOf(route.fn)
@@ -192,11 +206,8 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     if (problems.length > 0) {
       throw new FST_BLOCKING_HANDLER_NOT_DEFINED(problems.join('\n'))
     }
-    if (backgroundPool !== undefined) {
-      // Said once, as for the request threads: one background thread tries now.
-      const { priorityRefused } = await backgroundPool.run({ type: 'blocking:check', fns: [] }, undefined) as CheckOutcome
-      sayPriority('background threads', options.backgroundPriority, priorityRefused)
-    }
+    // Said once, as for the request threads: one background thread starts now.
+    await scheduler.ownBackgroundThreads?.start(1)
   })
 
   // With `queue`, background tasks are durable jobs (durable.ts); closed below, once the pool is.
@@ -224,7 +235,7 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
           `app.blocking.run(${definition.name}): a generator streams a response; use it as a route handler`
         ))
       }
-      const task: RunTask = { type: 'blocking:run', fn: definition.id, slot: -1, args, buffers: bufferIndexes(args) }
+      const task: RunTask = { type: 'blocking:run', fn: handlerNumbers.numberOf(definition.id), slot: -1, args, buffers: bufferIndexes(args) }
       try {
         const entry = scheduler.submit({ task, lane: 'request', label: `app.blocking.run(${definition.name})`, timeout: options.taskTimeout })
         return entry.promise.then((outcome) => loggedPayloadOf(fastify.log, outcome)) as never

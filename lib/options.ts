@@ -9,7 +9,7 @@ import type { BlockingPluginOptions, BlockingRouteOptions, MultipartLimits, Queu
 export interface ResolvedOptions {
   pool: 'piscina' | 'tinypool'
   maxThreads: number
-  minThreads: number | undefined
+  minThreads: number
   idleTimeout: number
   maxQueue: number
   taskTimeout: number
@@ -171,6 +171,13 @@ function detectBlocking (value: unknown): number {
   return integer('detectBlocking.thresholdMs', given.thresholdMs, 100, 1)
 }
 
+/**
+ * Bytes a stream may have in flight (blocking.highWaterMark): measured on
+ * 64 KiB chunks and on row-per-yield exports, 1 MiB streams at the speed of
+ * the generator where 64 KiB waited for a credit message every chunk.
+ */
+export const DEFAULT_STREAM_WINDOW = 1_048_576
+
 export function resolveOptions (opts: BlockingPluginOptions): ResolvedOptions {
   const given = object('', opts) as BlockingPluginOptions
   const pool = given.pool ?? 'piscina'
@@ -178,8 +185,8 @@ export function resolveOptions (opts: BlockingPluginOptions): ResolvedOptions {
     throw invalid(`options.pool must be 'piscina' or 'tinypool', got ${String(pool)}`)
   }
   const maxThreads = integer('maxThreads', given.maxThreads, availableParallelism(), 1)
-  const minThreads = given.minThreads === undefined ? undefined : integer('minThreads', given.minThreads, 0, 0)
-  if (minThreads !== undefined && minThreads > maxThreads) {
+  const minThreads = integer('minThreads', given.minThreads, maxThreads, 0)
+  if (minThreads > maxThreads) {
     throw invalid(`options.minThreads (${minThreads}) must not exceed options.maxThreads (${maxThreads})`)
   }
   const multipart = object('multipart', given.multipart)
@@ -264,7 +271,7 @@ export function resolveRouteOptions (
   return {
     timeout: integer('blocking.timeout', given.timeout, plugin.taskTimeout, 0),
     serverTiming: boolean(`${route}: blocking.serverTiming`, given.serverTiming, plugin.serverTiming),
-    highWaterMark: integer('blocking.highWaterMark', given.highWaterMark, 65_536, 1),
+    highWaterMark: integer('blocking.highWaterMark', given.highWaterMark, DEFAULT_STREAM_WINDOW, 1),
     multipartLimits: { ...plugin.multipart.limits, ...limits('blocking.multipart.limits', multipart.limits) },
     spoolThreshold: plugin.multipart.spoolThreshold
   }

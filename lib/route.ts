@@ -2,6 +2,8 @@
 // replayed on Fastify's reply. Everything else (hooks, validation, serializers,
 // the error handler) stays Fastify's: only the handler moves.
 import type { FastifyReply, FastifyRequest } from 'fastify'
+import { ServerResponse } from 'node:http'
+import { Socket } from 'node:net'
 import { FST_BLOCKING_QUEUE_FULL, FST_BLOCKING_UNDER_PRESSURE } from './errors.js'
 import type { ResolvedRouteOptions } from './options.js'
 import type { Background } from './background.js'
@@ -17,6 +19,8 @@ export const kBlockingHandler = Symbol('fastify-blocking.handler')
 export interface BlockingRoute {
   /** The handler's identity (lib/define.ts). */
   fn: string
+  /** Its number on the threads' channels (threads.ts). */
+  number: number
   /** `GET /users/:id`: for errors and logs. */
   label: string
   /** The route's pattern. */
@@ -121,13 +125,54 @@ export function snapshotOf (request: FastifyRequest, routeUrl: string): RequestS
   }
 }
 
+const kInFlight = Symbol('fastify-blocking.in-flight')
+type WatchedSocket = Socket & { [kInFlight]?: Set<Entry> }
+
+/**
+ * Cancels `entry` (scheduler.cancel()) if its client goes away before it
+ * settles. A socket is watched once, with one 'close' listener for every
+ * request it carries, not one listener a request; a response that is not on
+ * a socket of its own (app.inject(), HTTP/2) is watched by itself. Returns
+ * what unwatch() takes.
+ */
+function watchClient (request: FastifyRequest, reply: FastifyReply, scheduler: Scheduler, entry: Entry): Set<Entry> | (() => void) {
+  const socket = request.raw.socket as WatchedSocket | undefined
+  if (socket instanceof Socket && reply.raw instanceof ServerResponse) {
+    let inFlight = socket[kInFlight]
+    if (inFlight === undefined) {
+      const entries = new Set<Entry>()
+      inFlight = entries
+      socket[kInFlight] = entries
+      socket.once('close', () => {
+        for (const gone of entries) scheduler.cancel(gone)
+        entries.clear()
+      })
+    }
+    // Gone before its handler was called: its 'close' has been and gone.
+    if (socket.destroyed) scheduler.cancel(entry)
+    else inFlight.add(entry)
+    return inFlight
+  }
+  const raw = reply.raw
+  const onClose = (): void => {
+    if (!raw.writableFinished) scheduler.cancel(entry)
+  }
+  raw.once('close', onClose)
+  return () => raw.removeListener('close', onClose)
+}
+
+function unwatch (watched: Set<Entry> | (() => void), entry: Entry): void {
+  if (typeof watched === 'function') watched()
+  else watched.delete(entry)
+}
+
 export function createBlockingHandler (route: BlockingRoute, scheduler: Scheduler, background: Background) {
-  const { fn, label, url, meter } = route
+  const { number, label, url, meter } = route
   const { timeout } = route.options
   const timed = route.options.serverTiming
   // A plain function, not an arrow: Fastify binds handlers to their encapsulated instance.
   function blockingHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
-    const task: HandleTask = { type: 'blocking:handle', fn, slot: -1, request: snapshotOf(request, url) }
+    const task: HandleTask = { type: 'blocking:handle', fn: number, slot: -1, request: snapshotOf(request, url) }
     // A multipart body is parsed in the worker: only its bytes pass through here.
     const multipart = multipartBody(request)
     let upload: Upload | undefined
@@ -158,25 +203,20 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
       upload.onWaiting = () => scheduler.pause(submitted)
       upload.onParsed = () => scheduler.resume(submitted)
     }
-    const raw = reply.raw
     // The client went away: a queued task is dropped, a running one sees
     // request.signal abort (and a running parse, the body's abort). The
     // upload's channel is released once the task is over (below): the pool
     // may not have sent the task, and the port it carries, yet.
-    const onClose = (): void => {
-      if (raw.writableFinished) return
-      scheduler.cancel(entry)
-    }
-    raw.once('close', onClose)
+    const watched = watchClient(request, reply, scheduler, entry)
     if (upload === undefined) {
       return entry.promise.then(
         (outcome) => {
-          raw.removeListener('close', onClose)
+          unwatch(watched, entry)
           if (timed) serverTiming(reply, scheduler, entry)
           return deliver(request, reply, outcome, background)
         },
         (err: unknown) => {
-          raw.removeListener('close', onClose)
+          unwatch(watched, entry)
           if (timed) serverTiming(reply, scheduler, entry)
           throw err
         }
@@ -185,7 +225,7 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
     const { cleanup } = upload
     return entry.promise.then(
       async (outcome) => {
-        raw.removeListener('close', onClose)
+        unwatch(watched, entry)
         await cleanup()
         if (timed) serverTiming(reply, scheduler, entry)
         try {
@@ -196,7 +236,7 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
         }
       },
       async (err: unknown) => {
-        raw.removeListener('close', onClose)
+        unwatch(watched, entry)
         await cleanup()
         if (timed) serverTiming(reply, scheduler, entry)
         throw err

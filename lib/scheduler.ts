@@ -1,11 +1,14 @@
 // The queue in front of the pool: lanes, limits, cancellation, timeouts, stats.
 //
-// The pool is never handed more tasks than it has threads. Everything else
-// waits here, in one of two lanes: requests first, background tasks only when
-// no request waits. Each task handed to the pool gets a slot in a shared table
-// (see workers/protocol.ts) through which the main thread cancels it without
-// terminating its thread, and the worker says when it started it, so that a
-// timeout counts from the start, not from the submission.
+// A thread is handed a task when it runs nothing else (streams waiting for
+// their clients aside), or, for a task known to be short, when it runs only
+// short tasks (PIPELINE_DEPTH at most): those wait on the thread, not on a
+// round trip. Everything else waits here, in one of two lanes: requests
+// first, background tasks only when no request waits. Each task handed to a
+// thread gets a slot in a shared table (see workers/protocol.ts) through which
+// the main thread cancels it without terminating its thread, and the worker
+// says when it started it, so that a timeout counts from the start, not from
+// the submission. Tasks travel on the threads' channels (threads.ts).
 import {
   FST_BLOCKING_CLOSED,
   FST_BLOCKING_NOT_CLONEABLE,
@@ -14,11 +17,11 @@ import {
   FST_BLOCKING_UNDER_PRESSURE,
   FST_BLOCKING_WORKER_CRASHED
 } from './errors.js'
-import { createHistogram } from 'node:perf_hooks'
 import type { Transferable } from 'node:worker_threads'
 import type { PoolAdapter } from './pools/adapter.js'
+import { Threads, type Channel } from './threads.js'
 import { errorOf, observed, publishTask, type TaskOutcome } from './diagnostics.js'
-import { Entry, Lane, Phase, record, type Meter } from './lane.js'
+import { Entry, Lane, Phase, record, Timings, type Meter } from './lane.js'
 import type { LaneStats } from './types.js'
 import {
   GAUGE_BACKGROUND_LIMIT,
@@ -28,6 +31,7 @@ import {
   PayloadKind,
   SLOT_INTS,
   SLOT_BEGIN_F64,
+  SLOT_END_F64,
   SLOT_START_F64,
   SLOT_STATE,
   SLOT_THREAD,
@@ -47,6 +51,11 @@ export type LaneName = 'request' | 'background'
 
 /** A task with a slot: everything but checks at startup. */
 export type SlottedTask = Exclude<Task, { type: 'blocking:check' }>
+
+/** A route whose tasks ran under this many ms on average is short: its tasks may queue on a thread. */
+export const SHORT_TASK_MS = 1
+/** Tasks a route must have completed before its average says anything. */
+const SHORT_TASK_SAMPLES = 16
 
 export interface Job {
   readonly task: SlottedTask
@@ -68,6 +77,16 @@ export interface PressureThresholds {
   maxQueueWait: number
   /** Requests waiting for a thread. */
   maxQueued: number
+}
+
+/** How the scheduler reaches the pools' threads (see attach()). */
+export interface AttachConfig {
+  /** Request threads kept serving however idle. */
+  minThreads: number
+  idleTimeout: number
+  /** Modules a thread imports before it takes work. */
+  modules: () => string[]
+  priorityRefused: (threads: string, why: string) => void
 }
 
 export interface SchedulerOptions {
@@ -94,23 +113,25 @@ export class Scheduler {
   private readonly state: Int32Array
   private readonly start: Float64Array
   private readonly free: number[] = []
-  /** Entries handed to the pool and not settled (the balancer asks which threads are busy). */
-  private readonly inFlight = new Set<Entry>()
+  /** The entry each slot in use belongs to. */
+  private readonly bySlot: Array<Entry | undefined>
   /** Tasks counted against capacity: dispatched, minus streams paused for their clients. */
   private active = 0
   private streams = 0
   private readonly maxStreams: number
   private readonly lanes: Record<LaneName, Lane>
-  private pool: PoolAdapter | undefined
-  /** Threads of their own for background tasks, at a lower priority; else they share `pool`. */
-  private backgroundPool: PoolAdapter | undefined
+  private threads: Threads | undefined
+  /** Threads of their own for background tasks, at a lower priority; else they share `threads`. */
+  private backgroundThreads: Threads | undefined
+  /** The thread chosen by the last placeOf() that found one. */
+  private placed: Channel | undefined
   private closing = false
   private stopped = false
   private idleWaiters: Array<() => void> = []
   private readonly createdAt = now()
   private busyMs = 0
   /** Queue waits of requests in the current pressure window, and the p99 of the window before it. */
-  private readonly recentWaits = createHistogram()
+  private readonly recentWaits = new Timings()
   private windowStart = now()
   private previousWaitP99 = 0
 
@@ -121,6 +142,7 @@ export class Scheduler {
     this.state = new Int32Array(this.slots)
     this.start = new Float64Array(this.slots)
     for (let i = slots - 1; i >= 0; i--) this.free.push(i)
+    this.bySlot = new Array<Entry | undefined>(slots).fill(undefined)
     this.lanes = {
       request: new Lane(options.maxQueue),
       background: new Lane(options.backgroundQueue)
@@ -159,14 +181,47 @@ export class Scheduler {
     this.publish()
   }
 
-  attach (pool: PoolAdapter, backgroundPool?: PoolAdapter): void {
-    this.pool = pool
-    this.backgroundPool = backgroundPool
+  /** Opens channels to the pools' threads (threads.ts); `backgroundPool`: background tasks' own threads, if any. */
+  attach (pool: PoolAdapter, backgroundPool: PoolAdapter | undefined, config: AttachConfig): void {
+    const common = {
+      idleTimeout: config.idleTimeout,
+      modules: config.modules,
+      settle: (slot: number, outcome: Outcome | undefined, err: Error | undefined) => this.received(slot, outcome, err),
+      changed: () => this.next()
+    }
+    this.threads = new Threads(pool, {
+      ...common,
+      min: config.minThreads,
+      max: this.options.capacity,
+      startFailed: (err) => this.failQueued(err, (job) => !this.ownPool(job)),
+      priorityRefused: (why) => config.priorityRefused('pool threads', why)
+    })
+    if (backgroundPool !== undefined) {
+      this.backgroundThreads = new Threads(backgroundPool, {
+        ...common,
+        min: 0,
+        max: this.options.backgroundCapacity,
+        startFailed: (err) => this.failQueued(err, (job) => this.ownPool(job)),
+        priorityRefused: (why) => config.priorityRefused('background threads', why)
+      })
+    }
+  }
+
+  /** The request threads' channels, once attached. */
+  get requestThreads (): Threads {
+    /* c8 ignore next */
+    if (this.threads === undefined) throw new Error('fastify-blocking: the scheduler has no pool yet')
+    return this.threads
+  }
+
+  /** The background tasks' own threads, if they have some. */
+  get ownBackgroundThreads (): Threads | undefined {
+    return this.backgroundThreads
   }
 
   /** Whether a job runs on the background tasks' own pool (it then never counts against capacity). */
   private ownPool (job: Job): boolean {
-    return job.lane === 'background' && this.backgroundPool !== undefined
+    return job.lane === 'background' && this.backgroundThreads !== undefined
   }
 
   /**
@@ -191,8 +246,9 @@ export class Scheduler {
     entry.enqueuedAt = now()
     // Nothing may overtake what waits ahead of it: requests go before background tasks that share their threads.
     const ahead = job.lane === 'request' ? lane.waiting : lane.waiting + (this.ownPool(job) ? 0 : this.lanes.request.waiting)
-    if (ahead === 0 && this.canDispatch(job)) {
-      this.dispatch(entry)
+    const place = ahead === 0 ? this.placeOf(job) : undefined
+    if (place !== undefined) {
+      this.dispatch(entry, place)
       return entry
     }
     if (lane.waiting >= lane.limit && !reserved) {
@@ -200,7 +256,7 @@ export class Scheduler {
     }
     // Shed before the queue fills: only work that has to wait for a thread is refused
     // (not a request that waits only behind streams held back by their cap).
-    const pressure = job.lane === 'request' && !this.canDispatch(job) ? this.pressured() : undefined
+    const pressure = job.lane === 'request' && (ahead === 0 || this.placeOf(job) === undefined) ? this.pressured() : undefined
     if (pressure !== undefined) throw this.refuse(entry, new FST_BLOCKING_UNDER_PRESSURE(pressure))
     lane.push(entry)
     if (job.lane === 'background') this.publish()
@@ -209,15 +265,24 @@ export class Scheduler {
     return entry
   }
 
-  private canDispatch (job: Job): boolean {
-    if (this.free.length === 0) return false
-    if (this.ownPool(job)) return this.lanes.background.running < this.options.backgroundCapacity
-    if (this.active >= this.options.capacity) return false
-    if (job.stream === true) return this.streams < this.maxStreams
+  /** The thread a job can go to now, if any (threads.ts place()). */
+  private placeOf (job: Job): Channel | undefined {
+    if (this.free.length === 0) return undefined
+    if (this.ownPool(job)) {
+      if (this.lanes.background.running >= this.options.backgroundCapacity) return undefined
+      return this.backgroundThreads!.place(false, false)
+    }
+    if (job.stream === true && this.streams >= this.maxStreams) return undefined
     // Background tasks leave one thread to requests (when there are two or more):
     // a request then waits for no background task at all.
-    if (job.lane === 'background') return this.lanes.background.running < Math.max(1, this.options.capacity - 1)
-    return true
+    if (job.lane === 'background' && this.lanes.background.running >= Math.max(1, this.options.capacity - 1)) return undefined
+    return this.requestThreads.place(job.stream === true, this.isShort(job))
+  }
+
+  /** A request of a route whose tasks are known to be short (see SHORT_TASK_MS). */
+  private isShort (job: Job): boolean {
+    const meter = job.meter
+    return meter !== undefined && job.stream !== true && meter.samples >= SHORT_TASK_SAMPLES && meter.averageRun < SHORT_TASK_MS
   }
 
   /** A job refused at submission: said on the diagnostics channel, then thrown by the caller. */
@@ -250,7 +315,7 @@ export class Scheduler {
     const age = at - this.windowStart
     if (age < PRESSURE_WINDOW_MS) return
     // The window just over counts only if it was the last one (no gap since).
-    this.previousWaitP99 = age < 2 * PRESSURE_WINDOW_MS && this.recentWaits.count > 0 ? this.recentWaits.percentile(99) / 1000 : 0
+    this.previousWaitP99 = age < 2 * PRESSURE_WINDOW_MS && this.recentWaits.count > 0 ? this.recentWaits.percentile(99) : 0
     this.recentWaits.reset()
     this.windowStart = at
   }
@@ -259,7 +324,7 @@ export class Scheduler {
   queueWait (): number {
     const at = now()
     this.rotateWindow(at)
-    const current = this.recentWaits.count > 0 ? this.recentWaits.percentile(99) / 1000 : 0
+    const current = this.recentWaits.count > 0 ? this.recentWaits.percentile(99) : 0
     const head = this.lanes.request.peek()
     return Math.max(this.previousWaitP99, current, head === undefined ? 0 : at - head.enqueuedAt)
   }
@@ -283,22 +348,13 @@ export class Scheduler {
     return full || this.pressured() !== undefined
   }
 
-  /** Whether a thread runs a task now, as opposed to holding only tasks that wait for their clients. */
-  isBusy (threadId: number): boolean {
-    for (const entry of this.inFlight) {
-      if (entry.paused) continue
-      const thread = Atomics.load(this.state, entry.slot * SLOT_INTS + SLOT_THREAD)
-      // A task no thread has claimed yet may be on any of them.
-      if (thread === threadId || thread === 0) return true
-    }
-    return false
-  }
-
   /** A stream has produced all its client allowed: it waits, and its thread may run other work. */
   pause (entry: Entry): void {
     if (entry.paused || entry.phase !== Phase.Running) return
     entry.paused = true
     this.active--
+    entry.channel!.running--
+    entry.channel!.long--
     this.next()
   }
 
@@ -307,6 +363,8 @@ export class Scheduler {
     if (!entry.paused || entry.phase !== Phase.Running) return
     entry.paused = false
     this.active++
+    entry.channel!.running++
+    entry.channel!.long++
   }
 
   /**
@@ -333,22 +391,26 @@ export class Scheduler {
     }
   }
 
-  private poolOf (job: Job): PoolAdapter {
-    const pool = this.ownPool(job) ? this.backgroundPool : this.pool
-    /* c8 ignore next */
-    if (pool === undefined) throw new Error('fastify-blocking: the scheduler has no pool yet')
-    return pool
+  private threadsOf (job: Job): Threads {
+    return this.ownPool(job) ? this.backgroundThreads! : this.requestThreads
   }
 
-  private dispatch (entry: Entry): void {
+  private dispatch (entry: Entry, channel: Channel): void {
     const { job } = entry
-    const pool = this.poolOf(job)
     const slot = this.free.pop() as number
     entry.phase = Phase.Running
     entry.slot = slot
     entry.dispatchedAt = now()
+    entry.channel = channel
+    entry.short = this.isShort(job)
+    this.bySlot[slot] = entry
+    channel.running++
+    if (!entry.short) channel.long++
     if (!this.ownPool(job)) this.active++
-    if (job.stream === true) this.streams++
+    if (job.stream === true) {
+      this.streams++
+      channel.held++
+    }
     const lane = this.lanes[job.lane]
     const waited = entry.dispatchedAt - entry.enqueuedAt
     lane.running++
@@ -357,7 +419,8 @@ export class Scheduler {
       job.meter.running++
       record(job.meter.waitTime, waited)
     }
-    if (job.lane === 'request') {
+    // The pressure window is kept only when a threshold looks at it.
+    if (job.lane === 'request' && this.options.pressure.maxQueueWait > 0) {
       this.rotateWindow(entry.dispatchedAt)
       record(this.recentWaits, waited)
     }
@@ -365,26 +428,40 @@ export class Scheduler {
     Atomics.store(this.state, slot * SLOT_INTS + SLOT_THREAD, 0)
     this.start[slot * (SLOT_INTS / 2) + SLOT_START_F64] = 0
     this.start[slot * (SLOT_INTS / 2) + SLOT_BEGIN_F64] = 0
+    this.start[slot * (SLOT_INTS / 2) + SLOT_END_F64] = 0
     job.task.slot = slot
     if (job.timeout > 0) {
       entry.timer = setTimeout(() => this.checkTimeout(entry), job.timeout)
       entry.timer.unref()
     }
-    let ran: Promise<unknown>
-    try {
-      ran = pool.run(job.task, job.transferList)
-      // Added after run(): piscina's balancer, which asks isBusy() inside
-      // run(), must not count the task it is placing.
-      this.inFlight.add(entry)
-    } catch (err) {
-      // piscina and tinypool clone the task synchronously: an argument that
-      // cannot cross threads throws here.
-      ran = Promise.reject(err)
+    this.threadsOf(job).post(channel, job.task, job.transferList)
+  }
+
+  /** An outcome (or why there is none) came back on a channel for a slot. */
+  private received (slot: number, outcome: Outcome | undefined, err: Error | undefined): void {
+    const entry = this.bySlot[slot]
+    if (entry === undefined || entry.phase !== Phase.Running) return
+    this.settle(entry, outcome, err)
+  }
+
+  /**
+   * No thread could start (threads.ts): what waits for one fails now, with
+   * the reason, rather than for ever.
+   */
+  private failQueued (err: Error, uses: (job: Job) => boolean): void {
+    for (const lane of [this.lanes.request, this.lanes.background]) {
+      for (let entry = lane.peek(); entry !== undefined && uses(entry.job); entry = lane.peek()) {
+        lane.shift()
+        entry.phase = Phase.Done
+        lane.failed++
+        if (entry.job.meter !== undefined) entry.job.meter.failed++
+        const translated = this.translate(entry.job, err)
+        this.report(entry, 'crashed', translated)
+        entry.reject(translated)
+      }
     }
-    ran.then(
-      (outcome) => this.settle(entry, outcome as Outcome, undefined),
-      (err: Error) => this.settle(entry, undefined, err)
-    )
+    this.publish()
+    this.maybeIdle()
   }
 
   private checkTimeout (entry: Entry): void {
@@ -417,7 +494,7 @@ export class Scheduler {
     this.report(entry, 'timeout', err)
     entry.reject(err)
     const thread = Atomics.load(this.state, slot * SLOT_INTS + SLOT_THREAD)
-    entry.timer = setTimeout(() => { if (thread !== 0) this.poolOf(job).terminate(thread) }, TIMEOUT_GRACE_MS)
+    entry.timer = setTimeout(() => { if (thread !== 0) this.threadsOf(job).pool.terminate(thread) }, TIMEOUT_GRACE_MS)
     entry.timer.unref()
   }
 
@@ -434,17 +511,30 @@ export class Scheduler {
       // A stream or upload runs from its start, its waits for the client included;
       // utilization counts only the stretch since its last wait.
       record(lane.runTime, ended - began)
-      if (meter !== undefined) record(meter.runTime, ended - began)
+      if (meter !== undefined) {
+        record(meter.runTime, ended - began)
+        const finished = this.start[slot * (SLOT_INTS / 2) + SLOT_END_F64]!
+        meter.sample((finished > 0 ? finished : ended) - began)
+      }
       if (!this.ownPool(job)) this.busyMs += ended - started
     }
     Atomics.store(this.state, slot * SLOT_INTS + SLOT_STATE, SlotState.Free)
     // Wakes a worker-side Atomics.waitAsync() on this slot, if any (see workers/signal.ts).
     Atomics.notify(this.state, slot * SLOT_INTS + SLOT_STATE)
     this.free.push(slot)
-    this.inFlight.delete(entry)
+    this.bySlot[slot] = undefined
     entry.phase = Phase.Done
-    if (!entry.paused && !this.ownPool(job)) this.active--
-    if (job.stream === true) this.streams--
+    const channel = entry.channel!
+    entry.channel = undefined
+    if (!entry.paused) {
+      channel.running--
+      if (!entry.short) channel.long--
+      if (!this.ownPool(job)) this.active--
+    }
+    if (job.stream === true) {
+      this.streams--
+      channel.held--
+    }
     lane.running--
     if (meter !== undefined) meter.running--
     if (err !== undefined && started === 0 && !entry.answered && !entry.retried && !this.closing && err.name !== 'DataCloneError' &&
@@ -499,12 +589,17 @@ export class Scheduler {
     return new FST_BLOCKING_WORKER_CRASHED(job.label, why)
   }
 
+  private readonly fits = (entry: Entry): boolean => {
+    this.placed = this.placeOf(entry.job)
+    return this.placed !== undefined
+  }
+
   private next (): void {
-    const fits = (entry: Entry): boolean => this.canDispatch(entry.job)
+    if (this.threads === undefined || this.stopped) return
     while (this.free.length > 0) {
-      const entry = (this.active < this.options.capacity ? this.lanes.request.take(fits) : undefined) ?? this.lanes.background.take(fits)
+      const entry = this.lanes.request.take(this.fits) ?? this.lanes.background.take(this.fits)
       if (entry === undefined) break
-      this.dispatch(entry)
+      this.dispatch(entry, this.placed!)
     }
     this.publish()
     this.maybeIdle()
@@ -540,6 +635,8 @@ export class Scheduler {
       })
     }
     this.stopped = true
+    this.threads?.close()
+    this.backgroundThreads?.close()
     for (const lane of [this.lanes.request, this.lanes.background]) {
       let entry: Entry | undefined
       while ((entry = lane.shift()) !== undefined) {
@@ -579,7 +676,7 @@ export class Scheduler {
   /** Seconds a client should wait before it retries, from what the queue holds now. */
   retryAfter (): number {
     const lane = this.lanes.request
-    const perTask = lane.runTime.count === 0 ? 0 : lane.runTime.percentile(50) / 1e6
+    const perTask = lane.runTime.count === 0 ? 0 : lane.runTime.percentile(50) / 1000
     return Math.max(1, Math.ceil(perTask * lane.waiting / this.options.capacity))
   }
 }

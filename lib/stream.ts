@@ -5,7 +5,7 @@
 // Bytes in flight per stream stay near `highWaterMark`: the Readable buffers
 // at most that much, and the worker may send at most that much more. A stream
 // whose credit is spent waits for its client without holding a thread's
-// place (scheduler pause/resume); each thread holds up to STREAMS_PER_THREAD
+// place (scheduler pause/resume); each thread holds up to STREAMS_PER_THREAD (threads.ts)
 // such waiting streams besides the task it runs.
 import { Readable } from 'node:stream'
 import { MessageChannel } from 'node:worker_threads'
@@ -14,9 +14,6 @@ import type { Background } from './background.js'
 import { refused, reviveError, serverTiming, snapshotOf, writeLogs, type BlockingRoute } from './route.js'
 import type { Scheduler } from './scheduler.js'
 import { PayloadKind, type Outcome, type SerializedError, type StreamMessage, type StreamTask } from '../workers/protocol.js'
-
-/** Streams a thread holds while they wait for their clients, besides the task it runs. */
-export const STREAMS_PER_THREAD = 16
 
 function applyHead (reply: FastifyReply, head: Pick<Outcome, 'status' | 'headers'> | undefined): void {
   if (head?.status !== undefined) reply.code(head.status)
@@ -34,7 +31,7 @@ export function startStream (
   const { port1: port, port2 } = new MessageChannel()
   const task: StreamTask = {
     type: 'blocking:stream',
-    fn: route.fn,
+    fn: route.number,
     slot: -1,
     request: snapshotOf(request, route.url),
     port: port2,
@@ -83,8 +80,10 @@ export function startStream (
     // the bytes in flight each stay within highWaterMark.
     const grant = (): void => {
       if (finished || body === undefined) return
+      // Granted in steps of half the window or more: a credit message per
+      // chunk would cost as much as the chunk.
       const credit = highWaterMark - (granted - received)
-      if (credit <= 0) return
+      if (credit < highWaterMark / 2) return
       granted += credit
       port.postMessage({ type: 'stream:more', credit })
       scheduler.resume(entry)

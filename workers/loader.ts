@@ -46,21 +46,29 @@ async function importModule (moduleUrl: string): Promise<void> {
   if (context.registeredBy !== undefined) {
     const by = context.registeredBy
     context.registeredBy = undefined
-    throw new Error(
+    const err = new Error(
       `${by} registers fastify-blocking (it builds or starts the app) and was imported by a worker thread. ` +
       'Move blocking handlers and tasks into their own module that does not build the app, ' +
       'and import that module from the app.'
     )
+    builtTheApp.add(err)
+    throw err
   }
 }
 
-/** Imports a module once per thread; a failed import is retried on the next call. */
+/** Failures that stay: importing the module again would not say that it builds the app. */
+const builtTheApp = new WeakSet<Error>()
+
+/**
+ * Imports a module once per thread; a failed import is retried on the next
+ * call, except for a module that builds the app.
+ */
 export function load (moduleUrl: string): Promise<void> {
   let p = loads.get(moduleUrl)
   if (p === undefined) {
     p = importModule(moduleUrl)
     loads.set(moduleUrl, p)
-    p.catch(() => loads.delete(moduleUrl))
+    p.catch((err: Error) => { if (!builtTheApp.has(err)) loads.delete(moduleUrl) })
   }
   return p
 }

@@ -2,22 +2,14 @@
 import { copyBytes, uncloneable } from './clone.js'
 import { PayloadKind, type LogLine, type Outcome, type SerializedError } from './protocol.js'
 
-/** Wraps an outcome so that the pool transfers `transfer` instead of copying it. */
-export type Mover = (value: object) => unknown
+/**
+ * Buffers an outcome moves instead of copying, under a symbol: structured
+ * clone copies only string keys, so the list stays on this side.
+ */
+export const kTransfer = Symbol('fastify-blocking.transfer')
 
-const kPiscinaTransferable = Symbol.for('Piscina.transferable')
-const kPiscinaValue = Symbol.for('Piscina.valueOf')
-const kTinypoolTransferable = Symbol.for('Tinypool.transferable')
-const kTinypoolValue = Symbol.for('Tinypool.valueOf')
-
-export function movable (move: Mover, outcome: Outcome, transfer: ArrayBuffer[]): unknown {
-  return move({
-    [kPiscinaTransferable]: transfer,
-    [kPiscinaValue]: outcome,
-    [kTinypoolTransferable]: transfer,
-    [kTinypoolValue]: outcome
-  })
-}
+/** An outcome on its way out, with what it transfers. */
+export type Outbound = Outcome & { [kTransfer]?: ArrayBuffer[] }
 
 /**
  * What a function returned, as an outcome. Bytes go back as a fresh copy whose
@@ -26,7 +18,7 @@ export function movable (move: Mover, outcome: Outcome, transfer: ArrayBuffer[])
  * emptied. `transfer` holds buffers already copied for the outcome (arguments
  * of background tasks).
  */
-export function toOutcome (value: unknown, move: Mover, outcome: Outcome, transfer?: ArrayBuffer[]): unknown {
+export function toOutcome (value: unknown, outcome: Outbound, transfer?: ArrayBuffer[]): Outbound {
   if (value === undefined) {
     outcome.kind = PayloadKind.Empty
   } else if (typeof value === 'string') {
@@ -51,7 +43,8 @@ export function toOutcome (value: unknown, move: Mover, outcome: Outcome, transf
     outcome.kind = PayloadKind.Json
     outcome.value = value
   }
-  return transfer === undefined ? outcome : movable(move, outcome, transfer)
+  if (transfer !== undefined) outcome[kTransfer] = transfer
+  return outcome
 }
 
 /** A property of something thrown or returned: a getter that throws reads as undefined. */

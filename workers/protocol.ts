@@ -2,9 +2,14 @@
 // (workers/worker.ts) import this file and nothing else of each other, so the
 // whole protocol can be read here.
 //
-// A task travels main -> worker as the argument of `pool.run()`; its outcome
-// travels back as the task's return value. Both are plain objects so that the
-// pools' own structured-clone path (the fastest one Node has) carries them.
+// The pools (piscina, tinypool) only start, replace and end threads: the one
+// task they run on a thread is its session (SessionTask), which hands the
+// thread a MessagePort of ours, its channel, for as long as the thread serves.
+// Tasks and outcomes then travel on the channel, several to a message: what
+// one event-loop turn produced on one side is posted once (ChannelDown,
+// ChannelUp). Handlers are named by small integers, whose names a channel
+// learns once (ChannelDown.names). Cancellation, timeouts and start times
+// stay in the shared slot table below.
 import type { MessagePort } from 'node:worker_threads'
 import type { MultipartLimits } from '../lib/types.js'
 
@@ -27,8 +32,6 @@ export interface WorkerData {
   slots: SharedArrayBuffer
   /** `Int32Array` of gauges the main thread keeps current for workers (GAUGE_*). */
   gauges: SharedArrayBuffer
-  /** Which pool runs this worker: only used to pick the right `move()` marker. */
-  pool: 'piscina' | 'tinypool'
   /** Nice increment this thread applies to itself at start (0: normal priority). */
   priority: number
 }
@@ -39,19 +42,24 @@ export interface WorkerData {
 // ---------------------------------------------------------------------------
 
 /** Int32 fields per slot. */
-export const SLOT_INTS = 6
+export const SLOT_INTS = 8
 /** Field: the slot's state, one of SlotState. */
 export const SLOT_STATE = 0
 /** Field: the threadId of the worker that started the task. */
 export const SLOT_THREAD = 1
 /**
- * Fields 2..3 hold, as one Float64 (index `slot * 3 + 1` of a Float64Array),
+ * Fields 2..3 hold, as one Float64 (index `slot * 4 + 1` of a Float64Array),
  * when the timeout clock last started: at the start, then again after each
  * wait for the client (a stream's credit, an upload's body).
  */
 export const SLOT_START_F64 = 1
-/** Fields 4..5, as one Float64 (index `slot * 3 + 2`): when a thread started the task, written once. */
+/** Fields 4..5, as one Float64 (index `slot * 4 + 2`): when a thread started the task, written once. */
 export const SLOT_BEGIN_F64 = 2
+/**
+ * Fields 6..7, as one Float64 (index `slot * 4 + 3`): when the thread had the
+ * task's outcome ready (its run, less the trip back: which tasks are short).
+ */
+export const SLOT_END_F64 = 3
 
 export const SlotState = {
   /** Not in use. */
@@ -104,8 +112,8 @@ export interface RequestSnapshot {
 
 export interface HandleTask {
   type: 'blocking:handle'
-  /** The handler's identity: `moduleUrl#n` (see lib/define.ts). */
-  fn: string
+  /** The handler's number on the channel (its identity, `moduleUrl#n`, travels once: see ChannelDown). */
+  fn: number
   slot: number
   request: RequestSnapshot
   /** A multipart body, parsed in the worker before the handler runs. */
@@ -150,7 +158,7 @@ export type UploadControl =
 
 export interface RunTask {
   type: 'blocking:run'
-  fn: string
+  fn: number
   slot: number
   args: unknown[]
   /** Indexes of arguments that were Buffers (they arrive as Uint8Arrays). */
@@ -167,13 +175,15 @@ export interface BackgroundCall {
 /** Sent at `app.ready()`: load these modules and say which identities are missing. */
 export interface CheckTask {
   type: 'blocking:check'
-  fns: string[]
+  /** Not a slot of the table: a negative ticket that names the outcome. */
+  slot: number
+  fns: number[]
 }
 
 /** A generator handler: its chunks flow over `port`, paced by credits (see StreamMessage). */
 export interface StreamTask {
   type: 'blocking:stream'
-  fn: string
+  fn: number
   slot: number
   request: RequestSnapshot
   port: MessagePort
@@ -183,6 +193,38 @@ export interface StreamTask {
 }
 
 export type Task = HandleTask | RunTask | StreamTask | ParseTask | CheckTask
+
+// ---------------------------------------------------------------------------
+// Sessions and channels
+// ---------------------------------------------------------------------------
+
+/**
+ * The only task a pool runs: it gives the thread its channel and lasts until
+ * the main thread releases the thread (ChannelDown 'channel:release') or the
+ * thread dies. The thread imports `modules` first, then says it is ready.
+ */
+export interface SessionTask {
+  type: 'blocking:session'
+  port: MessagePort
+  modules: string[]
+}
+
+/** Main -> worker, on a channel. */
+export type ChannelDown =
+  /**
+   * Tasks to start, in order. `names[i]` is the identity (`moduleUrl#n`) of
+   * handler number `from + i`: each number is named once per channel.
+   */
+  | { type: 'channel:tasks', tasks: Task[], from?: number, names?: string[] }
+  /** The thread is not needed for now: end the session (the pool may then end the thread). */
+  | { type: 'channel:release' }
+
+/** Worker -> main, on a channel. */
+export type ChannelUp =
+  /** The session's modules are imported: the thread takes tasks. */
+  | { type: 'channel:ready', threadId: number, priorityRefused?: string }
+  /** Outcomes of finished tasks: slot (or ticket), outcome, slot, outcome, ... */
+  | { type: 'channel:outcomes', outcomes: Array<number | Outcome | CheckOutcome> }
 
 /** Worker -> main, on a stream's port. */
 export type StreamMessage =

@@ -1,12 +1,14 @@
-// The worker entry: piscina and tinypool call the default export with each
-// task (see workers/protocol.ts). It finds the function the task names, claims
-// the task's slot, runs it and turns what it returned or threw into an outcome.
-// A task is never rejected from here: errors are outcomes, so that the pool's
-// rejection means only one thing, a thread that died.
+// The worker entry: piscina and tinypool call the default export with the
+// thread's session (see workers/protocol.ts), which serves the thread's
+// channel (channel.ts). For each task it finds the function the task names,
+// claims the task's slot, runs it and turns what it returned or threw into an
+// outcome. A task never fails from here: errors are outcomes, so that a
+// session's failure means only one thing, a thread that died.
 import { threadId, workerData } from 'node:worker_threads'
 import { definedIn, lookup, moduleOf } from '../lib/define.js'
 import { load } from './loader.js'
-import { errorOutcome, serializeError, toOutcome, type Mover } from './outcome.js'
+import { serve } from './channel.js'
+import { errorOutcome, serializeError, toOutcome } from './outcome.js'
 import {
   now,
   PayloadKind,
@@ -22,6 +24,7 @@ import {
   type Outcome,
   type ParseTask,
   type RunTask,
+  type SessionTask,
   type UploadSpec,
   type StreamTask,
   type Task,
@@ -37,9 +40,6 @@ const data = (Array.isArray(workerData) ? workerData[1] : workerData) as WorkerD
 const state = new Int32Array(data.slots)
 const gauges = new Int32Array(data.gauges)
 const start = new Float64Array(data.slots)
-const move: Mover = data.pool === 'piscina'
-  ? (await import('piscina')).move as Mover
-  : (await import('tinypool')).Tinypool.move as Mover
 
 /**
  * Lowers this thread's scheduling priority, so that the main thread wins the
@@ -70,9 +70,26 @@ function claim (slot: number): boolean {
   return Atomics.compareExchange(state, slot * SLOT_INTS + SLOT_STATE, SlotState.Posted, SlotState.Running) === SlotState.Posted
 }
 
-function resolve (id: string): Function | Promise<Function> {
-  const fn = lookup(id)
+/** Handler identities by number, as the channel named them. */
+const names: string[] = []
+/** Functions by number, once found. */
+const found: Array<Function | undefined> = []
+
+function resolveNumber (n: number): Function | Promise<Function> {
+  const fn = found[n]
   if (fn !== undefined) return fn
+  const id = names[n]
+  if (id === undefined) throw new Error(`fastify-blocking worker: handler number ${n} was never named`)
+  const resolved = resolve(id)
+  void resolved.then((loaded) => { found[n] = loaded }, () => {})
+  return resolved
+}
+
+/**
+ * The function an identity names, once its module has loaded without error
+ * (a module that failed half-way may have defined it, and still not be usable).
+ */
+function resolve (id: string): Promise<Function> {
   return load(moduleOf(id)).then(() => {
     const loaded = lookup(id)
     if (loaded === undefined) throw new Error(`${id} is not defined: its module made fewer definitions in the worker than in the main thread`)
@@ -141,7 +158,7 @@ function invoke (task: HandleTask, fn: Function, upload: ParsedUpload | undefine
   } catch (err) {
     return failed(err)
   }
-  return settled(result, (value) => toOutcome(value, move, reply.finish({ kind: PayloadKind.Empty }), reply.transfer.length > 0 ? reply.transfer : undefined), failed)
+  return settled(result, (value) => toOutcome(value, reply.finish({ kind: PayloadKind.Empty }), reply.transfer.length > 0 ? reply.transfer : undefined), failed)
 }
 
 /** Parses the body, runs the handler, and deletes spooled files once it is done, whatever happened. */
@@ -191,7 +208,7 @@ async function parse (task: ParseTask): Promise<unknown> {
         file.buffer = copy as Buffer
       }
     }
-    return toOutcome({ fields, files }, move, { kind: PayloadKind.Empty }, transfer.length > 0 ? transfer : undefined)
+    return toOutcome({ fields, files }, { kind: PayloadKind.Empty }, transfer.length > 0 ? transfer : undefined)
   } catch (err) {
     return errorOutcome(err, undefined)
   }
@@ -207,13 +224,14 @@ function run (task: RunTask, fn: Function): unknown {
   } catch (err) {
     return errorOutcome(err, undefined)
   }
-  return settled(result, (value) => toOutcome(value, move, { kind: PayloadKind.Empty }), (err) => errorOutcome(err, undefined))
+  return settled(result, (value) => toOutcome(value, { kind: PayloadKind.Empty }), (err) => errorOutcome(err, undefined))
 }
 
 async function check (task: CheckTask): Promise<CheckOutcome> {
   const missing: Record<string, string> = {}
   const counts: Record<string, number> = {}
-  for (const id of task.fns) {
+  for (const n of task.fns) {
+    const id = names[n]!
     try {
       await resolve(id)
     } catch (err) {
@@ -240,14 +258,15 @@ function dispatch (task: HandleTask | RunTask | StreamTask, fn: Function): unkno
   }
 }
 
-export default function onTask (task: Task): unknown {
+/** Starts a task that came on the channel: its outcome, or a promise of it. */
+function startTask (task: Task): unknown {
   switch (task.type) {
     case 'blocking:handle':
     case 'blocking:run':
     case 'blocking:stream': {
       let fn: Function | Promise<Function>
       try {
-        fn = resolve(task.fn)
+        fn = resolveNumber(task.fn)
       } catch (err) {
         return loadFailure(err)
       }
@@ -262,4 +281,22 @@ export default function onTask (task: Task): unknown {
       // An unknown message is a bug on one side of the protocol: fail loudly.
       throw new Error(`fastify-blocking worker: unknown task ${JSON.stringify((task as { type?: unknown }).type)}`)
   }
+}
+
+/**
+ * The pool's task: the thread's session. It imports the app's handler
+ * modules (a module that fails is reported when its handler is used, or by
+ * the startup check), then serves the channel until it is released.
+ */
+export default async function onSession (task: SessionTask): Promise<void> {
+  if (task?.type !== 'blocking:session') {
+    throw new Error(`fastify-blocking worker: expected a session, got ${JSON.stringify((task as { type?: unknown } | undefined)?.type)}`)
+  }
+  for (const moduleUrl of task.modules) await load(moduleUrl).catch(() => {})
+  await serve(task.port, start, {
+    name (from, given) {
+      for (let i = 0; i < given.length; i++) names[from + i] = given[i]!
+    },
+    start: startTask
+  }, { type: 'channel:ready', threadId, ...(priorityRefused === undefined ? {} : { priorityRefused }) })
 }

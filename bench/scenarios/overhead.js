@@ -57,21 +57,37 @@ export function render ({ settings, runs, reps, duration, threads }) {
     withSpread(ratio(runs, c, 'inline', rps), times),
     c === 'by-hand' ? '—' : withSpread(ratio(runs, c, 'by-hand', rps), times),
     c === 'by-hand' ? '—' : withSpread(ratio(runs, c, 'by-hand', (r) => perRequest(r, 'serverMain')), times),
+    withSpread(ratio(runs, c, 'inline', (r) => perRequest(r, 'serverMain')), times),
     withSpread(difference(runs, c, 'inline', aloneP50), us),
     withSpread(difference(runs, c, 'inline', loadP50), us)
   ])
-  const targets = blockingPools.map((pool) => target({
-    what: `${pool}: /ok req/s vs piscina by hand`,
-    goal: '≥ 0.85x',
-    measured: ratio(runs, pool, 'by-hand', rps),
-    test: (v) => v >= 0.85,
-    format: times,
-    limit: 'see the main thread µs/req above: what the plugin adds there (a snapshot of the request to clone, ' +
-      'the scheduler, replaying status and headers) comes straight out of req/s when two cores are shared by ' +
-      'everything; a gap within the range of the rounds is the shared machine\'s noise.' + busyNote(runs, pool)
-  }))
+  const mainUs = (r) => perRequest(r, 'serverMain')
+  const targets = blockingPools.flatMap((pool) => [
+    target({
+      what: `${pool}: /ok req/s vs piscina by hand`,
+      goal: '≥ 1.2x',
+      measured: ratio(runs, pool, 'by-hand', rps),
+      test: (v) => v >= 1.2,
+      format: times,
+      limit: 'req/s is the main thread\'s µs/req (see below) once two cores are shared by everything: what the plugin ' +
+        'still adds there (the request snapshot cloned, the scheduler, status and headers replayed, stats) comes ' +
+        'straight out of it; a gap within the range of the rounds is the shared machine\'s noise.' + busyNote(runs, pool)
+    }),
+    target({
+      what: `${pool}: main thread µs per /ok request vs inline`,
+      goal: '≤ 1.1x',
+      measured: ratio(runs, pool, 'inline', mainUs),
+      test: (v) => v <= 1.1,
+      format: times,
+      limit: 'inline pays only HTTP and the handler; an offloaded request also pays its share of a message each way ' +
+        '(several requests a message under load), cloning its request snapshot, and resolving its promise.'
+    })
+  ])
   return { targets, body: `
-The route returns \`{ ok: true }\`; every pool has the same ${threads} threads.
+The route returns \`{ ok: true }\`; every pool has the same ${threads} threads, at normal priority
+(\`priority: 0\`, as piscina by hand), and autocannon runs in a process of its own (the bench
+runner's) at the same nice value: a co-located client otherwise competes with lower-priority
+threads as no remote client would.
 *Under load*: ${settings.connections} autocannon connections for ${duration} s (req/s, and the latency
 of every response at full precision). *Unloaded*: right after, one connection sends requests back
 to back for ${settings.unloadedSeconds} s with nothing else running; its p50 minus inline's p50 in
@@ -95,7 +111,7 @@ ${table(['contender', 'main thread µs/req', 'all threads µs/req', 'main thread
 
 Ratios and differences, each taken between runs made in the same round:
 
-${table(['contender', 'req/s vs inline', 'req/s vs by hand', 'main thread µs/req vs by hand', 'added µs, unloaded p50', 'added µs, p50 under load'], ratios)}
+${table(['contender', 'req/s vs inline', 'req/s vs by hand', 'main thread µs/req vs by hand', 'main thread µs/req vs inline', 'added µs, unloaded p50', 'added µs, p50 under load'], ratios)}
 
 ${targetsTable(targets)}
 ` }

@@ -10,7 +10,7 @@ import { Readable } from 'node:stream'
 import Fastify from 'fastify'
 import blocking from 'fastify-blocking'
 import { serve } from './listen.js'
-import { chunks, stream, streamBytes } from './worker-functions.js'
+import { chunks, csvRows, rows, stream, streamBytes } from './worker-functions.js'
 
 const [contender, threadsArg = '2'] = process.argv.slice(2)
 const threads = Number(threadsArg)
@@ -22,11 +22,16 @@ switch (contender) {
       reply.type('application/octet-stream')
       return reply.send(Readable.from(chunks(streamBytes(request.query))))
     })
+    app.get('/rows', (request, reply) => {
+      reply.type('text/csv')
+      return reply.send(Readable.from(csvRows(Number(request.query.rows ?? 200_000))))
+    })
     break
   case 'piscina':
   case 'tinypool':
     await app.register(blocking, { pool: contender, maxThreads: threads, minThreads: threads, idleTimeout: 60_000 })
-    app.get('/stream', { blocking: true }, stream)
+    app.get('/stream', { blocking: !process.env.BENCH_HWM ? true : { highWaterMark: Number(process.env.BENCH_HWM) } }, stream)
+    app.get('/rows', { blocking: true }, rows)
     break
   default:
     throw new Error(`unknown contender ${contender}`)

@@ -28,6 +28,20 @@ export const stream = defineHandler(import.meta.url, function * (request, reply)
   yield * chunks(streamBytes(request.query))
 })
 
+/**
+ * `count` CSV rows of about 35 bytes, one string per yield: the shape most
+ * exports have. The inline contender streams it with Readable.from().
+ */
+export function * csvRows (count) {
+  yield 'id,name,email,amount\n'
+  for (let i = 0; i < count; i++) yield `${i},user${i},user${i}@example.com,${(i * 7) % 1000}.${i % 100}\n`
+}
+
+export const rows = defineHandler(import.meta.url, function * (request, reply) {
+  reply.type('text/csv')
+  yield * csvRows(Number(request.query.rows ?? 200_000))
+})
+
 /** A background task that keeps its thread busy for `ms` (a busy-wait: CPU-bound work). */
 export const spin = defineTask(import.meta.url, function spin (ms) {
   const end = performance.now() + ms

@@ -1,30 +1,28 @@
-// One small interface in front of the two pools. The scheduler never hands a
-// pool more tasks than it has threads, so the pools' own queues stay empty:
-// queueing, lanes and cancellation are ours (lib/scheduler.ts).
+// One small interface in front of the two pools. A pool only manages threads:
+// it starts them (resourceLimits, priority), replaces one that dies and ends
+// them. The only task it runs is a thread's session (workers/protocol.ts),
+// which lasts as long as the thread serves; tasks travel on the session's
+// channel (lib/threads.ts), and queueing, lanes and cancellation are ours
+// (lib/scheduler.ts).
 import type { Transferable } from 'node:worker_threads'
-import type { Task, WorkerData } from '../../workers/protocol.js'
+import type { SessionTask, WorkerData } from '../../workers/protocol.js'
 
 export interface PoolConfig {
   maxThreads: number
-  minThreads: number | undefined
+  minThreads: number
   idleTimeout: number
-  /** Tasks a thread holds at once. */
-  concurrency: number
   resourceLimits: Record<string, number | undefined>
   workerData: WorkerData
-  /** Whether a thread runs a task now (not only tasks waiting for their clients). */
-  isBusy: (threadId: number) => boolean
-  /** An error the pool raised outside any task (a thread that died while idle). */
+  /** An error the pool raised outside any session (a thread that failed to start). */
   onError: (err: Error) => void
 }
 
 export interface PoolAdapter {
-  /** Runs a task on a thread. */
-  run: (task: Task, transferList: Transferable[] | undefined) => Promise<unknown>
+  /** Runs a session on a thread that has none (a new thread if need be). */
+  run: (task: SessionTask, transferList: Transferable[]) => Promise<unknown>
   /**
-   * Ends a thread that runs past its timeout; the pool fails the tasks it
-   * held and replaces it. (Not the pools' abort signals: a task that carries
-   * one gets a thread to itself, and streams waiting beside it could not.)
+   * Ends a thread that runs past its timeout; its session fails, which fails
+   * the tasks it held, and the pool replaces it.
    */
   terminate: (threadId: number) => void
   /** Threads alive now. */
@@ -40,12 +38,12 @@ export function poolOptions (config: PoolConfig) {
   return {
     filename: workerFilename.href,
     maxThreads: config.maxThreads,
-    ...(config.minThreads === undefined ? {} : { minThreads: config.minThreads }),
+    minThreads: config.minThreads,
     idleTimeout: config.idleTimeout,
     resourceLimits: config.resourceLimits,
     workerData: config.workerData,
-    // One running task plus streams waiting for their clients (lib/stream.ts).
-    concurrentTasksPerWorker: config.concurrency
+    // One session a thread.
+    concurrentTasksPerWorker: 1
   }
 }
 

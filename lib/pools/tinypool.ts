@@ -1,5 +1,4 @@
 import { Tinypool } from 'tinypool'
-import type { Task } from '../../workers/protocol.js'
 import { poolOptions, type PoolAdapter, type PoolConfig } from './adapter.js'
 
 interface TinypoolThread {
@@ -14,7 +13,7 @@ export function create (config: PoolConfig): PoolAdapter {
     ...poolOptions(config),
     // tinypool places a task beside a busy thread's tasks whenever it has no
     // idle thread ready, even while it starts a new one. With every thread
-    // kept alive, an idle thread is there whenever the scheduler sends a task.
+    // kept alive, a thread without a session is there whenever one opens.
     minThreads: config.maxThreads
   })
   pool.on('error', config.onError)
@@ -40,7 +39,7 @@ export function create (config: PoolConfig): PoolAdapter {
   watch()
 
   return {
-    run (task: Task, transferList) {
+    run (task, transferList) {
       const result = pool.run(task, { transferList: transferList as never })
       // Threads are only created inside run() (and right after a removal,
       // which is always followed by our next run()).
