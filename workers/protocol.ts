@@ -80,7 +80,9 @@ export const SlotState = {
 export const GAUGE_BACKGROUND_QUEUED = 0
 /** Gauge: the `backgroundQueue` option. */
 export const GAUGE_BACKGROUND_LIMIT = 1
-export const GAUGE_INTS = 2
+/** Gauge: 1 with the `queue` option: reply.background() arguments must survive JSON (workers/json.ts). */
+export const GAUGE_DURABLE = 2
+export const GAUGE_INTS = 3
 
 /** A wall-clock time in ms, comparable across threads (unlike `performance.now()`). */
 export function now (): number {

@@ -1,11 +1,12 @@
 // The request and reply a blocking handler receives in the worker. Both are
 // cheap to make: signal and log are only built when the handler reads them.
-import { FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_NOT_CLONEABLE, FST_BLOCKING_QUEUE_FULL } from '../lib/errors.js'
+import { FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_NOT_CLONEABLE, FST_BLOCKING_NOT_SERIALIZABLE, FST_BLOCKING_QUEUE_FULL } from '../lib/errors.js'
 import { definitionOf } from '../lib/define.js'
 import { copyBytes, uncloneable } from './clone.js'
+import { encodeArgs } from './json.js'
 import { serializeError } from './outcome.js'
 import { createSignal } from './signal.js'
-import { GAUGE_BACKGROUND_LIMIT, GAUGE_BACKGROUND_QUEUED, type BackgroundCall, type LogLine, type Outcome, type RequestSnapshot } from './protocol.js'
+import { GAUGE_BACKGROUND_LIMIT, GAUGE_BACKGROUND_QUEUED, GAUGE_DURABLE, type BackgroundCall, type LogLine, type Outcome, type RequestSnapshot } from './protocol.js'
 
 type Level = LogLine['level']
 const LEVELS: readonly Level[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal']
@@ -176,6 +177,10 @@ export class WorkerReply {
     const label = `reply.background(${definition.name})`
     if (Atomics.load(this.gauges, GAUGE_BACKGROUND_QUEUED) >= Atomics.load(this.gauges, GAUGE_BACKGROUND_LIMIT)) {
       throw new FST_BLOCKING_QUEUE_FULL(`${label}: the background queue is full`)
+    }
+    if (Atomics.load(this.gauges, GAUGE_DURABLE) === 1) {
+      const { problem } = encodeArgs(args)
+      if (problem !== undefined) throw new FST_BLOCKING_NOT_SERIALIZABLE(`${label}: ${problem} (a durable task's arguments are stored as JSON)`)
     }
     const buffers = prepareArgs(label, args, this.transfer)
     const call: BackgroundCall = { fn: definition.id, args }
