@@ -18,7 +18,7 @@
 //
 // Replay: FUZZ_SEED=<seed from the test name> (and FUZZ_ONLY=<case> for one
 // case); run longer: FUZZ_ITERATIONS=<cases per pool> (default 4000, about 10 s a pool),
-// FUZZ_BUSY_ITERATIONS=<cases per pool beside the busy process> (default 600).
+// FUZZ_BUSY_ITERATIONS=<cases per pool beside the busy process> (default 300).
 import tap, { test } from 'tap'
 import { spawn } from 'node:child_process'
 import { connect } from 'node:net'
@@ -331,7 +331,7 @@ const KINDS = {
       cd.replace(': ', ' '),
       `\r${cd}`
     ])
-    const size = r.chance(0.1) ? 2 * 1_048_576 : r.chance(0.5) ? r.int(16_384, 200_000) : r.int(0, 20_000)
+    const size = r.chance(0.05) ? 2 * 1_048_576 : r.chance(0.5) ? r.int(16_384, 200_000) : r.int(0, 20_000)
     let data
     do data = r.bytes(size)
     while (data.includes(`\r\n--${boundary}`))
@@ -528,7 +528,7 @@ for (const pool of pools) {
 // so, 1 in 1500 without): socket reads and worker turns fall differently.
 // Other cases of the same seed (after the ones above); the neighbour is
 // started and stopped here, and killed by its own timeout if this process dies.
-const BUSY_ITERATIONS = Number(process.env.FUZZ_BUSY_ITERATIONS ?? 600)
+const BUSY_ITERATIONS = Number(process.env.FUZZ_BUSY_ITERATIONS ?? 300)
 for (const pool of pools) {
   const from = ONLY ?? ITERATIONS
   const indexes = ONLY !== undefined ? [ONLY] : Array.from({ length: BUSY_ITERATIONS }, (_, i) => from + i)
