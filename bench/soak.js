@@ -222,13 +222,16 @@ function send (port, agent, { method = 'GET', path, headers = {}, body, keepBody
     }
     req.on('response', (r) => {
       res = r
+      // An error's body is kept even when the body is not (`keepBody: false`):
+      // its code tells a deliberate thread death's collateral from a fault.
+      const keep = keepBody || r.statusCode >= 400
       r.on('data', (chunk) => {
         size += chunk.length
-        if (keepBody) chunks.push(chunk)
+        if (keep) chunks.push(chunk)
         if (abort?.firstChunk) abortNow()
       })
       r.on('end', () => {
-        const text = keepBody ? Buffer.concat(chunks).toString() : undefined
+        const text = keep ? Buffer.concat(chunks).toString() : undefined
         let code
         if (r.statusCode >= 400 && text !== undefined) {
           try {

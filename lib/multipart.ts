@@ -13,7 +13,7 @@ import { IncomingMessage } from 'node:http'
 import { Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import { MessageChannel, receiveMessageOnPort } from 'node:worker_threads'
-import type { FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler, preValidationHookHandler } from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler, preValidationHookHandler } from 'fastify'
 import { FST_BLOCKING_MULTIPART_INVALID } from './errors.js'
 import { resolveInteger, resolveLimits, type ResolvedOptions } from './options.js'
 import { payloadOf, refused } from './route.js'
@@ -103,17 +103,38 @@ export interface Upload {
   cleanup: () => Promise<void>
 }
 
+/** How an upload is parsed, and how long its client may send nothing (0: no limit), said in `log`. */
+export interface UploadOptions {
+  limits: UploadLimits
+  spoolThreshold: number
+  stallTimeout: number
+  log: FastifyBaseLogger
+}
+
 /**
  * Starts moving a body's bytes to the port a task carries. Nothing is sent
  * beyond the credit the worker grants: a worker that falls behind pauses the
- * body, and so the client's socket.
+ * body, and so the client's socket. Once the worker has started, a client
+ * that sends nothing for `stallTimeout` ms while the worker waits for its
+ * bytes loses its connection (the upload then ends as if it had gone).
  */
-export function startUpload (body: Readable, contentType: string, limits: UploadLimits, spoolThreshold: number): Upload {
+export function startUpload (body: Readable, contentType: string, { limits, spoolThreshold, stallTimeout, log }: UploadOptions): Upload {
   const { port1: port, port2 } = new MessageChannel()
   const spooled: string[] = []
   let credit = UPLOAD_HIGH_WATER_MARK
   let waiting = false
   let stopped = false
+  let stall: NodeJS.Timeout | undefined
+  /** (Re)starts the stall clock while the worker waits for the client, else stops it. */
+  const watchStall = (): void => {
+    clearTimeout(stall)
+    stall = undefined
+    if (stallTimeout > 0 && waiting && !stopped && credit > 0 && !body.readableEnded) stall = setTimeout(stalled, stallTimeout).unref()
+  }
+  const stalled = (): void => {
+    log.warn(`fastify-blocking: an upload's client sent nothing for ${stallTimeout} ms (stallTimeout); the connection is closed`)
+    body.destroy()
+  }
   const post = (message: UploadMessage, transfer?: ArrayBuffer[]): void => port.postMessage(message, transfer)
 
   // A chunk read from a real socket is a fresh allocation that nobody else
@@ -126,8 +147,12 @@ export function startUpload (body: Readable, contentType: string, limits: Upload
     post({ type: 'upload:chunk', chunk: bytes }, [bytes.buffer as ArrayBuffer])
     credit -= bytes.byteLength
     if (credit <= 0) body.pause()
+    watchStall()
   }
-  const onEnd = (): void => post({ type: 'upload:end' })
+  const onEnd = (): void => {
+    watchStall()
+    post({ type: 'upload:end' })
+  }
   const onAborted = (): void => {
     if (!stopped) post({ type: 'upload:abort' })
     stop()
@@ -135,6 +160,7 @@ export function startUpload (body: Readable, contentType: string, limits: Upload
   const stop = (): void => {
     if (stopped) return
     stopped = true
+    watchStall()
     body.removeListener('data', onData)
     body.removeListener('end', onEnd)
     body.removeListener('error', onAborted)
@@ -154,6 +180,7 @@ export function startUpload (body: Readable, contentType: string, limits: Upload
         }
         credit += message.credit
         if (credit > 0 && !stopped && body.isPaused()) body.resume()
+        watchStall()
         break
       case 'upload:parsed':
         upload.onParsed?.()
@@ -228,7 +255,7 @@ export function readMultipart (
   } catch (err) {
     return Promise.reject(err)
   }
-  const upload = startUpload(found.body, found.contentType, limits, spoolThreshold)
+  const upload = startUpload(found.body, found.contentType, { limits, spoolThreshold, stallTimeout: plugin.stallTimeout, log: request.log })
   const task: ParseTask = { type: 'blocking:parse', slot: -1, upload: upload.spec }
   let entry
   try {

@@ -13,6 +13,8 @@ export interface ResolvedOptions {
   idleTimeout: number
   maxQueue: number
   taskTimeout: number
+  /** ms a stream or upload may wait for its client without progress; 0 = no limit. */
+  stallTimeout: number
   closeTimeout: number
   backgroundQueue: number
   resourceLimits: NonNullable<BlockingPluginOptions['resourceLimits']>
@@ -47,6 +49,7 @@ export interface ResolvedRouteOptions {
   highWaterMark: number
   multipartLimits: MultipartLimits
   spoolThreshold: number
+  stallTimeout: number
 }
 
 const LIMIT_NAMES = ['fieldNameSize', 'fieldSize', 'fields', 'fileSize', 'files', 'parts', 'headerPairs'] as const
@@ -198,6 +201,7 @@ export function resolveOptions (opts: BlockingPluginOptions): ResolvedOptions {
     idleTimeout: integer('idleTimeout', given.idleTimeout, 30_000, 0),
     maxQueue: integer('maxQueue', given.maxQueue, maxThreads * 64, 0),
     taskTimeout: integer('taskTimeout', given.taskTimeout, 0, 0),
+    stallTimeout: integer('stallTimeout', given.stallTimeout, 60_000, 0),
     closeTimeout: integer('closeTimeout', given.closeTimeout, 10_000, 0),
     backgroundQueue: integer('backgroundQueue', given.backgroundQueue, 10_000, 0),
     resourceLimits: object('resourceLimits', given.resourceLimits),
@@ -273,6 +277,7 @@ export function resolveRouteOptions (
     serverTiming: boolean(`${route}: blocking.serverTiming`, given.serverTiming, plugin.serverTiming),
     highWaterMark: integer('blocking.highWaterMark', given.highWaterMark, DEFAULT_STREAM_WINDOW, 1),
     multipartLimits: { ...plugin.multipart.limits, ...limits('blocking.multipart.limits', multipart.limits) },
-    spoolThreshold: plugin.multipart.spoolThreshold
+    spoolThreshold: plugin.multipart.spoolThreshold,
+    stallTimeout: plugin.stallTimeout
   }
 }

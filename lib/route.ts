@@ -177,7 +177,7 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
     const multipart = multipartBody(request)
     let upload: Upload | undefined
     if (multipart !== undefined) {
-      upload = startUpload(multipart.body, multipart.contentType, route.options.multipartLimits, route.options.spoolThreshold)
+      upload = startUpload(multipart.body, multipart.contentType, { limits: route.options.multipartLimits, spoolThreshold: route.options.spoolThreshold, stallTimeout: route.options.stallTimeout, log: request.log })
       task.upload = upload.spec
     }
     let entry: ReturnType<Scheduler['submit']>

@@ -55,8 +55,21 @@ export function startStream (
     let granted = highWaterMark
     let received = 0
 
+    // A client that reads nothing for stallTimeout ms while the stream waits
+    // for it loses its connection: the stream ends as if it had gone (onClose),
+    // and its place in the streams' cap is free.
+    let stall: NodeJS.Timeout | undefined
+    const unstall = (): void => {
+      clearTimeout(stall)
+      stall = undefined
+    }
+    const stalled = (): void => {
+      request.log.warn(`fastify-blocking: ${route.label}: the client read nothing for ${route.options.stallTimeout} ms (stallTimeout); the connection is closed`)
+      raw.destroy()
+    }
     const finish = (): void => {
       finished = true
+      unstall()
       raw.removeListener('close', onClose)
       port.close()
     }
@@ -85,6 +98,7 @@ export function startStream (
       const credit = highWaterMark - (granted - received)
       if (credit < highWaterMark / 2) return
       granted += credit
+      unstall()
       port.postMessage({ type: 'stream:more', credit })
       scheduler.resume(entry)
     }
@@ -92,6 +106,7 @@ export function startStream (
       if (finished || raw.writableFinished) return
       // The client went away: the generator's return() runs in the worker.
       finished = true
+      unstall()
       raw.removeListener('close', onClose)
       scheduler.cancel(entry)
       // Told over the port (a worker waiting for credit wakes on it), which is
@@ -118,7 +133,10 @@ export function startStream (
           }
           // A view over the transferred buffer: no copy.
           body.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))
-          if (granted - received <= 0) scheduler.pause(entry)
+          if (granted - received <= 0) {
+            scheduler.pause(entry)
+            if (route.options.stallTimeout > 0 && stall === undefined) stall = setTimeout(stalled, route.options.stallTimeout).unref()
+          }
           break
         }
         case 'stream:end': {

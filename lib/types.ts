@@ -167,6 +167,13 @@ export interface BlockingPluginOptions {
   maxQueue?: number
   /** ms a handler may run; 0 = no limit. Default 0. */
   taskTimeout?: number
+  /**
+   * ms a stream or upload that has started may wait for its client without
+   * progress (a stream's client reads nothing, an upload's client sends
+   * nothing) before its connection is closed, which frees its place; 0 = no
+   * limit. Default 60000.
+   */
+  stallTimeout?: number
   /** ms `app.close()` waits for running work and queued background tasks. Default 10000. */
   closeTimeout?: number
   /** Background tasks that may wait; beyond it `reply.background` throws. Default 10000. */

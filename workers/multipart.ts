@@ -10,9 +10,11 @@ import { unlink } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Readable } from 'node:stream'
-import { Busboy } from '@fastify/busboy'
+import { Busboy, Dicer } from '@fastify/busboy'
+import parseParams from '@fastify/busboy/lib/utils/parseParams.js'
 import { FST_BLOCKING_MULTIPART_INVALID, FST_BLOCKING_MULTIPART_LIMIT } from '../lib/errors.js'
 import type { WorkerFile } from '../lib/types.js'
+import { PartScanner } from './multipart-scan.js'
 import type { UploadControl, UploadMessage, UploadSpec } from './protocol.js'
 
 export type ParsedFile = WorkerFile
@@ -44,6 +46,40 @@ function setField (fields: Record<string, string | string[]>, name: string, valu
   }
   const next = existing === undefined ? value : [existing, value]
   Object.defineProperty(fields, name, { value: next, enumerable: true, writable: true, configurable: true })
+}
+
+type DicerParser = InstanceType<typeof Dicer> & { _finished?: boolean, _unpause?: () => void }
+
+/**
+ * A busboy for one upload, with @fastify/busboy's (3.2.6) Dicer fixed: a part
+ * busboy skips is resumed with no 'data' listener, so what Dicer pushes into
+ * it is buffered, and a push past the part's highWaterMark (16 KiB) pauses
+ * Dicer, holding that write's callback until the part reads again. When the
+ * same write also ends the part and the whole body (the closing delimiter),
+ * the part never reads again and Dicer's own 'end' handler resumes only while
+ * the body is not finished: the callback is never called, so busboy never
+ * emits 'finish' and the chunk's credit never goes back. Here a part that ends
+ * after the closing delimiter resumes Dicer (no part takes bytes after it).
+ */
+export function createBusboy (contentType: string, limits: UploadSpec['limits']): InstanceType<typeof Busboy> {
+  const busboy = new Busboy({ headers: { 'content-type': contentType }, limits })
+  const dicer = (busboy as unknown as { _parser?: { parser?: DicerParser } })._parser?.parser
+  if (!(dicer instanceof Dicer) || typeof dicer._unpause !== 'function') {
+    throw new Error('fastify-blocking: this version of @fastify/busboy has no Dicer parser where expected')
+  }
+  dicer.on('part', (part: Readable) => part.once('end', () => {
+    if (dicer._finished === true) dicer._unpause!()
+  }))
+  return busboy
+}
+
+/** The boundary of a multipart content type, read as busboy reads it. */
+function boundaryOf (contentType: string): string {
+  for (const param of parseParams(contentType)) {
+    if (Array.isArray(param) && /^boundary$/i.test(param[0]) && param[1] !== undefined) return param[1]
+  }
+  // busboy's constructor has refused it already.
+  throw new FST_BLOCKING_MULTIPART_INVALID('Multipart: Boundary not found')
 }
 
 export function parseUpload (spec: UploadSpec): Promise<ParsedUpload> {
@@ -79,8 +115,10 @@ export function parseUpload (spec: UploadSpec): Promise<ParsedUpload> {
     const limit = (what: string): void => fail(new FST_BLOCKING_MULTIPART_LIMIT(what))
 
     let busboy: InstanceType<typeof Busboy>
+    let scanner: PartScanner
     try {
-      busboy = new Busboy({ headers: { 'content-type': spec.contentType }, limits })
+      busboy = createBusboy(spec.contentType, limits)
+      scanner = new PartScanner(boundaryOf(spec.contentType), limits.headerPairs ?? 2000)
     } catch (err) {
       port.close()
       reject(new FST_BLOCKING_MULTIPART_INVALID((err as Error).message))
@@ -91,15 +129,21 @@ export function parseUpload (spec: UploadSpec): Promise<ParsedUpload> {
     const maxName = limits.fieldNameSize ?? 100
     // A part without a name parameter has none (undefined): nothing to measure.
     const nameTooLong = (name: string | undefined): boolean => name !== undefined && Buffer.byteLength(name) > maxName
-    busboy.on('field', (name: string, value: string, nameTruncated: boolean, valueTruncated: boolean) => {
+    // The parts busboy reported: at the end, as many as the scanner checked, or one was dropped.
+    let reported = 0
+    const unnamed = (): void => fail(new FST_BLOCKING_MULTIPART_INVALID('a part has no name (its Content-Disposition has no name parameter)'))
+    busboy.on('field', (name: string | undefined, value: string, nameTruncated: boolean, valueTruncated: boolean) => {
+      reported++
+      if (name === undefined) return unnamed()
       if (nameTruncated || nameTooLong(name)) return limit(`a field name is longer than fieldNameSize (${maxName} bytes)`)
       if (valueTruncated) return limit(`field "${name}" is longer than fieldSize (${limits.fieldSize ?? 1_048_576} bytes)`)
       setField(fields, name, value)
     })
-    busboy.on('file', (fieldname: string, stream: Readable, filename: string, encoding: string, mimetype: string) => {
-      if (nameTooLong(fieldname)) {
+    busboy.on('file', (fieldname: string | undefined, stream: Readable, filename: string, encoding: string, mimetype: string) => {
+      reported++
+      if (fieldname === undefined || nameTooLong(fieldname)) {
         stream.resume()
-        return limit(`a field name is longer than fieldNameSize (${maxName} bytes)`)
+        return fieldname === undefined ? unnamed() : limit(`a field name is longer than fieldNameSize (${maxName} bytes)`)
       }
       const record: ParsedFile = { fieldname, filename, mimetype, encoding, size: 0 }
       // In the order of the body, whichever part ends first.
@@ -152,6 +196,7 @@ export function parseUpload (spec: UploadSpec): Promise<ParsedUpload> {
     busboy.on('error', (err: Error) => fail(new FST_BLOCKING_MULTIPART_INVALID(err.message)))
     busboy.on('finish', () => {
       if (failed !== undefined) return
+      if (reported !== scanner.parts) return fail(new FST_BLOCKING_MULTIPART_INVALID(`busboy reported ${reported} of the ${scanner.parts} parts`))
       Promise.all(writes).then(() => {
         if (failed !== undefined || settled) return
         settled = true
@@ -196,6 +241,11 @@ export function parseUpload (spec: UploadSpec): Promise<ParsedUpload> {
           // A copy in this thread's memory: busboy and the file streams may keep slices of it.
           const own = Buffer.from(chunk)
           spent.push(chunk.buffer as ArrayBuffer)
+          try {
+            scanner.push(own)
+          } catch (err) {
+            return fail(err as Error)
+          }
           busboy.write(own, () => repay(own.byteLength))
           break
         }
