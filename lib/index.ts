@@ -28,13 +28,13 @@ import { errors, FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_INVALID_OPTION, 
 import { resolveOptions, resolveRouteOptions } from './options.js'
 import { createPool } from './pools/adapter.js'
 import { Background } from './background.js'
-import { bufferIndexes } from '../workers/clone.js'
+import { bufferIndexes, cloneablePart } from '../workers/clone.js'
 import { interceptMultipart, readMultipart, registerParser } from './multipart.js'
 import { createBlockingHandler, kBlockingHandler, loggedPayloadOf, type BlockingRoute } from './route.js'
 import { detectBlocking } from './detect.js'
 import { Meter } from './lane.js'
 import { Scheduler } from './scheduler.js'
-import { handlerNumbers, STREAMS_PER_THREAD } from './threads.js'
+import { handlerNumbers, routeConfigs, STREAMS_PER_THREAD } from './threads.js'
 import type {
   BlockingDecorator,
   BlockingHandler,
@@ -162,7 +162,18 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
       )
       return
     }
-    const record: BlockingRoute = { fn: definition.id, number: handlerNumbers.numberOf(definition.id), label, url: route.url, generator: definition.generator, options: routeOptions, meter: new Meter() }
+    // request.routeOptions.config in the worker: cloned once, here, as Fastify builds it.
+    const config = { ...(cloneablePart(route.config ?? {}) as object), url: route.url, method: route.method }
+    const record: BlockingRoute = {
+      fn: definition.id,
+      number: handlerNumbers.numberOf(definition.id),
+      label,
+      url: route.url,
+      route: routeConfigs.push(config) - 1,
+      generator: definition.generator,
+      options: routeOptions,
+      meter: new Meter()
+    }
     routes.push(record)
     if (takesBody && !definition.generator) interceptMultipart(route, true)
     route.handler = createBlockingHandler(record, scheduler, background)

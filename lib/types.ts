@@ -75,6 +75,8 @@ export interface BlockingRouteOptions {
   multipart?: { limits?: MultipartLimits }
   /** Add a `Server-Timing` header with the queue wait and run time. Overrides the plugin's `serverTiming`. */
   serverTiming?: boolean
+  /** Request properties cloned into the worker's request; replaces the plugin's `requestProperties`. */
+  requestProperties?: string[]
 }
 
 export interface MultipartLimits {
@@ -148,6 +150,13 @@ export interface BlockingPluginOptions {
    * with a hint to make it `blocking`. `true` uses the default. Off by default.
    */
   detectBlocking?: boolean | { thresholdMs?: number }
+  /**
+   * Request properties set by hooks (`request.user` of @fastify/jwt,
+   * `request.cookies` of @fastify/cookie, ...) cloned into the worker's
+   * request when a blocking handler is sent; an absent one is undefined.
+   * A route's `blocking: { requestProperties }` replaces this list.
+   */
+  requestProperties?: string[]
 }
 
 export interface Percentiles {

@@ -1,5 +1,5 @@
 // What a function returned or threw, made ready to cross back to the main thread.
-import { copyBytes, uncloneable } from './clone.js'
+import { copyBytes, NotPlainData, plainData, uncloneable } from './clone.js'
 import { PayloadKind, type LogLine, type Outcome, type SerializedError } from './protocol.js'
 
 /**
@@ -30,18 +30,16 @@ export function toOutcome (value: unknown, outcome: Outbound, transfer?: ArrayBu
     outcome.value = copy
     transfer = transfer === undefined ? [copy.buffer as ArrayBuffer] : [...transfer, copy.buffer as ArrayBuffer]
   } else {
-    let problem: string | undefined
+    let plain: unknown
     try {
-      problem = uncloneable(value)
+      plain = plainData(value)
     } catch (err) {
-      // A getter (or a Proxy trap) that throws: structured cloning would throw too.
-      problem = `reading it threw: ${serializeError(err).message}`
-    }
-    if (problem !== undefined) {
-      return errorOutcome({ name: 'DataCloneError', message: problem }, outcome.logs)
+      // A getter (or a Proxy trap, or a toJSON()) that throws is reported as what it threw.
+      const message = err instanceof NotPlainData ? err.message : `reading it threw: ${serializeError(err).message}`
+      return errorOutcome({ name: 'DataCloneError', message }, outcome.logs)
     }
     outcome.kind = PayloadKind.Json
-    outcome.value = value
+    outcome.value = plain
   }
   if (transfer !== undefined) outcome[kTransfer] = transfer
   return outcome
