@@ -129,7 +129,7 @@ function feed (
     }
     raw.once('close', onClose)
 
-    port.on('message', (message: StreamMessage) => {
+    const onMessage = (message: StreamMessage): void => {
       if (finished) return
       switch (message.type) {
         case 'stream:chunk': {
@@ -170,10 +170,12 @@ function feed (
           // An unknown message is a bug on one side: end the stream loudly.
           fail(new Error(`fastify-blocking stream: unknown message ${JSON.stringify((message as { type?: unknown }).type)}`))
       }
-    })
+    }
+    port.on('message', onMessage)
 
     if (task === undefined) {
       // The thread died (or ended its session) before the stream's end.
+      // The worker leaves its end open for this side to close: a close from there is a thread that died.
       port.once('close', () => fail(new Error(`fastify-blocking: the worker thread streaming ${route.label} ended before the stream did`)))
       granted = highWaterMark
       port.postMessage({ type: 'stream:more', credit: highWaterMark })

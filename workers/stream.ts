@@ -200,8 +200,16 @@ async function pump (port: MessagePort, initialCredit: number, at: Slot | undefi
   }
 
   let gen: Source | undefined
+  // A returned stream is read at once, before any credit comes: a Readable's
+  // iterator listens for its errors from its first next() only (an error
+  // before it would end the thread).
+  let ahead: Promise<IteratorResult<unknown>> | undefined
   try {
     gen = open()
+    if (at === undefined) {
+      ahead = Promise.resolve(gen.next())
+      ahead.catch(() => {})
+    }
     for (;;) {
       if (protocolError !== undefined) throw protocolError
       if (isCancelled()) {
@@ -222,7 +230,8 @@ async function pump (port: MessagePort, initialCredit: number, at: Slot | undefi
         if (at !== undefined) Atomics.compareExchange(at.state, stateIndex, SlotState.Waiting, SlotState.Running)
         continue
       }
-      const step = await gen.next()
+      const step = await (ahead ?? gen.next())
+      ahead = undefined
       if (step.done === true) break
       // Status and headers are the response's as they were at the first yield.
       head ??= headOf(reply)
@@ -253,7 +262,9 @@ async function pump (port: MessagePort, initialCredit: number, at: Slot | undefi
       post({ type: 'stream:error', outcome: errorOutcome(err, logs.length > 0 ? logs : undefined) })
     }
   } finally {
-    port.close()
+    // A returned stream's port is closed by the main thread, once it has read
+    // the last message: closed from here, its 'close' could come first.
+    if (at !== undefined || cancelled) port.close()
   }
   // The port may be closed (the client went away): what the handler logged goes back with the task.
   if (!cancelled) return { kind: PayloadKind.Empty }
