@@ -32,6 +32,7 @@ import { bufferIndexes, cloneablePart } from '../workers/clone.js'
 import { interceptMultipart, readMultipart, registerParser } from './multipart.js'
 import { createBlockingHandler, kBlockingHandler, loggedPayloadOf, type BlockingRoute } from './route.js'
 import { detectBlocking } from './detect.js'
+import { markSeen, routeLabel, watchRoutes } from './unseen.js'
 import { Meter } from './lane.js'
 import { Scheduler } from './scheduler.js'
 import { handlerNumbers, routeConfigs, STREAMS_PER_THREAD } from './threads.js'
@@ -67,11 +68,6 @@ export function defineHandler<G extends RouteGenericInterface = RouteGenericInte
 /** Tags a background task (or any function for `app.blocking.run`). Returns `fn` itself. */
 export function defineTask<F extends BlockingTask<never[]>> (moduleUrl: string | URL, fn: F): F {
   return defineTaskUntyped(moduleUrl, fn)
-}
-
-function routeLabel (route: RouteOptions): string {
-  const method = Array.isArray(route.method) ? route.method.join(',') : route.method
-  return `${method} ${route.url}`
 }
 
 const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastify, opts) => {
@@ -136,7 +132,10 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
   const background = new Background(scheduler, options.taskTimeout)
 
   registerParser(fastify)
+  // An app made before this module was imported: routes from here on are watched.
+  watchRoutes(fastify)
   fastify.addHook('onRoute', function (route) {
+    markSeen(route)
     const handler = route.handler as Function & { [kBlockingHandler]?: BlockingRoute }
     if (handler[kBlockingHandler] !== undefined) return
     const label = routeLabel(route)

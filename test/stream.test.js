@@ -75,6 +75,7 @@ for (const pool of pools) {
     const warn = app.logs.find((l) => l.msg === 'about to fail')
     t.ok(line.reqId)
     t.equal(warn.reqId, line.reqId, 'worker logs and the error share the reqId')
+    t.equal(app.logs.filter((l) => l.err?.message === 'broke mid-stream').length, 1, 'the error is logged once')
     const first = await get(port, '/first')
     t.equal(first.statusCode, 404, 'an error before the first chunk goes through the error handler')
     t.match(JSON.parse((await readAll(first)).body), { message: 'nothing to stream' })
