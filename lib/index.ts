@@ -28,12 +28,13 @@ import { errors, FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_INVALID_OPTION, 
 import { resolveOptions, resolveRouteOptions } from './options.js'
 import { createPool } from './pools/adapter.js'
 import { Background } from './background.js'
-import { bufferIndexes, cloneablePart } from '../workers/clone.js'
+import { cloneablePart } from '../workers/clone.js'
 import { interceptMultipart, readMultipart, registerParser } from './multipart.js'
-import { createBlockingHandler, kBlockingHandler, loggedPayloadOf, type BlockingRoute } from './route.js'
+import { createBlockingHandler, kBlockingHandler, type BlockingRoute } from './route.js'
 import { detectBlocking } from './detect.js'
 import { markSeen, routeLabel, watchRoutes } from './unseen.js'
 import { Meter } from './lane.js'
+import { run } from './run.js'
 import { Scheduler } from './scheduler.js'
 import { handlerNumbers, routeConfigs, STREAMS_PER_THREAD } from './threads.js'
 import type {
@@ -44,9 +45,10 @@ import type {
   BlockingStats,
   BlockingTask,
   ReadMultipartOptions,
-  ReadMultipartResult
+  ReadMultipartResult,
+  RequestBlocking
 } from './types.js'
-import { kWorkerContext, type RunTask, type WorkerContext } from '../workers/protocol.js'
+import { kWorkerContext, type WorkerContext } from '../workers/protocol.js'
 
 export * from './errors.js'
 export type * from './types.js'
@@ -226,24 +228,10 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
 
   const decorator: BlockingDecorator = {
     run (fn, ...args) {
-      const definition = definitionOf(fn)
-      if (definition === undefined) {
-        return Promise.reject(new FST_BLOCKING_HANDLER_NOT_DEFINED(
-          'app.blocking.run(fn): fn was not made with defineHandler or defineTask, so a worker cannot find it'
-        ))
-      }
-      if (definition.generator) {
-        return Promise.reject(new FST_BLOCKING_INVALID_OPTION(
-          `app.blocking.run(${definition.name}): a generator streams a response; use it as a route handler`
-        ))
-      }
-      const task: RunTask = { type: 'blocking:run', fn: handlerNumbers.numberOf(definition.id), slot: -1, args, buffers: bufferIndexes(args) }
-      try {
-        const entry = scheduler.submit({ task, lane: 'request', label: `app.blocking.run(${definition.name})`, timeout: options.taskTimeout })
-        return entry.promise.then((outcome) => loggedPayloadOf(fastify.log, outcome)) as never
-      } catch (err) {
-        return Promise.reject(err)
-      }
+      return run(scheduler, options.taskTimeout, { log: fastify.log }, fn, args) as never
+    },
+    runWith (runOptions, fn, ...args) {
+      return run(scheduler, options.taskTimeout, { log: fastify.log }, fn, args, runOptions) as never
     },
     stats (): BlockingStats {
       const { request, background, utilization } = scheduler.stats()
@@ -256,6 +244,15 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     }
   }
   fastify.decorate('blocking', decorator)
+  fastify.decorateRequest('blocking', {
+    getter (this: FastifyRequest): RequestBlocking {
+      const caller = { log: this.log, request: this }
+      return {
+        run: (fn, ...args) => run(scheduler, options.taskTimeout, caller, fn, args) as never,
+        runWith: (runOptions, fn, ...args) => run(scheduler, options.taskTimeout, caller, fn, args, runOptions) as never
+      }
+    }
+  })
   fastify.decorateRequest('readMultipart', function (this: FastifyRequest, readOptions?: ReadMultipartOptions) {
     return readMultipart(this, scheduler, options, readOptions)
   })
@@ -293,6 +290,8 @@ declare module 'fastify' {
   }
 
   interface FastifyRequest {
+    /** `run()` and `runWith()` bound to this request: cancelled when its client goes away, logged with its reqId. */
+    blocking: RequestBlocking
     /** Parses this request's multipart body in the pool; spooled files are deleted once the response has been sent. */
     readMultipart (options?: ReadMultipartOptions): Promise<ReadMultipartResult>
   }

@@ -180,12 +180,12 @@ type WatchedSocket = Socket & { [kInFlight]?: Set<Entry> }
  * Cancels `entry` (scheduler.cancel()) if its client goes away before it
  * settles. A socket is watched once, with one 'close' listener for every
  * request it carries, not one listener a request; a response that is not on
- * a socket of its own (app.inject(), HTTP/2) is watched by itself. Returns
- * what unwatch() takes.
+ * a socket of its own (app.inject(), HTTP/2) is watched by itself, when it is
+ * known (`reply`). Returns what unwatch() takes.
  */
-function watchClient (request: FastifyRequest, reply: FastifyReply, scheduler: Scheduler, entry: Entry): Set<Entry> | (() => void) {
+export function watchClient (request: FastifyRequest, reply: FastifyReply | undefined, scheduler: Scheduler, entry: Entry): Set<Entry> | (() => void) {
   const socket = request.raw.socket as WatchedSocket | undefined
-  if (socket instanceof Socket && reply.raw instanceof ServerResponse) {
+  if (socket instanceof Socket && (reply === undefined || reply.raw instanceof ServerResponse)) {
     let inFlight = socket[kInFlight]
     if (inFlight === undefined) {
       const entries = new Set<Entry>()
@@ -201,6 +201,7 @@ function watchClient (request: FastifyRequest, reply: FastifyReply, scheduler: S
     else inFlight.add(entry)
     return inFlight
   }
+  if (reply === undefined) return () => {}
   const raw = reply.raw
   const onClose = (): void => {
     if (!raw.writableFinished) scheduler.cancel(entry)
@@ -209,7 +210,7 @@ function watchClient (request: FastifyRequest, reply: FastifyReply, scheduler: S
   return () => raw.removeListener('close', onClose)
 }
 
-function unwatch (watched: Set<Entry> | (() => void), entry: Entry): void {
+export function unwatch (watched: Set<Entry> | (() => void), entry: Entry): void {
   if (typeof watched === 'function') watched()
   else watched.delete(entry)
 }

@@ -182,9 +182,32 @@ export interface BlockingStats extends LaneStats {
   routes: Record<string, LaneStats>
 }
 
-export interface BlockingDecorator {
+/** Options of one `run`: in the spirit of piscina's `run(task, options)`. */
+export interface RunOptions {
+  /** Aborting it drops the call if it has not started and rejects the promise with an AbortError. */
+  signal?: AbortSignal
+  /** ms the call may run once a thread has started it (0 = no limit); replaces `taskTimeout`. */
+  timeout?: number
+  /** ArrayBuffers (and MessagePorts) in the arguments to move rather than copy: the caller's are emptied. */
+  transferList?: ReadonlyArray<ArrayBuffer | import('node:worker_threads').MessagePort>
+}
+
+/** Runs defined functions in the pool. */
+export interface BlockingRunner {
   /** Runs a function made with defineHandler or defineTask in the pool and resolves to its return value. */
   run<A extends unknown[], R> (fn: (...args: A) => R, ...args: A): Promise<Awaited<R>>
+  /** `run()` with options: a signal, a timeout, a transfer list. */
+  runWith<A extends unknown[], R> (options: RunOptions, fn: (...args: A) => R, ...args: A): Promise<Awaited<R>>
+}
+
+/**
+ * `request.blocking`: `run()` and `runWith()` bound to the request, cancelled
+ * (AbortError) when its client goes away before the call starts, and logged
+ * with its reqId.
+ */
+export type RequestBlocking = BlockingRunner
+
+export interface BlockingDecorator extends BlockingRunner {
   stats (): BlockingStats
   /**
    * True when the request queue is full or past a `pressure` threshold. For
