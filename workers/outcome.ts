@@ -18,7 +18,7 @@ export type Outbound = Outcome & { [kTransfer]?: ArrayBuffer[] }
  * emptied. `transfer` holds buffers already copied for the outcome (arguments
  * of background tasks).
  */
-export function toOutcome (value: unknown, outcome: Outbound, transfer?: ArrayBuffer[]): Outbound {
+export function toOutcome (value: unknown, outcome: Outbound, transfer?: ArrayBuffer[], check: (value: unknown) => unknown = plainData): Outbound {
   if (value === undefined) {
     outcome.kind = PayloadKind.Empty
   } else if (typeof value === 'string') {
@@ -32,7 +32,7 @@ export function toOutcome (value: unknown, outcome: Outbound, transfer?: ArrayBu
   } else {
     let plain: unknown
     try {
-      plain = plainData(value)
+      plain = check(value)
     } catch (err) {
       // A getter (or a Proxy trap, or a toJSON()) that throws is reported as what it threw.
       const message = err instanceof NotPlainData ? err.message : `reading it threw: ${serializeError(err).message}`
@@ -43,6 +43,17 @@ export function toOutcome (value: unknown, outcome: Outbound, transfer?: ArrayBu
   }
   if (transfer !== undefined) outcome[kTransfer] = transfer
   return outcome
+}
+
+/**
+ * What app.blocking.run() returns goes back to the app's own code, never
+ * straight to a client: anything structured cloning keeps is fine (a class
+ * instance arrives as a plain object), unlike a handler's payload (plainData).
+ */
+export function cloneable (value: unknown): unknown {
+  const problem = uncloneable(value)
+  if (problem !== undefined) throw new NotPlainData(problem)
+  return value
 }
 
 /** A property of something thrown or returned: a getter that throws reads as undefined. */

@@ -8,7 +8,7 @@ import { threadId, workerData } from 'node:worker_threads'
 import { definedIn, lookup, moduleOf } from '../lib/define.js'
 import { load } from './loader.js'
 import { serve } from './channel.js'
-import { errorOutcome, kTransfer, serializeError, toOutcome, type Outbound } from './outcome.js'
+import { cloneable, errorOutcome, kTransfer, serializeError, toOutcome, type Outbound } from './outcome.js'
 import {
   now,
   PayloadKind,
@@ -221,7 +221,7 @@ async function parse (task: ParseTask): Promise<unknown> {
         file.buffer = copy as Buffer
       }
     }
-    return toOutcome({ fields, files }, { kind: PayloadKind.Empty }, transfer.length > 0 ? transfer : undefined)
+    return toOutcome({ fields, files }, { kind: PayloadKind.Empty }, transfer.length > 0 ? transfer : undefined, cloneable)
   } catch (err) {
     return errorOutcome(err, undefined)
   }
@@ -237,7 +237,7 @@ function run (task: RunTask, fn: Function): unknown {
   } catch (err) {
     return errorOutcome(err, undefined)
   }
-  return settled(result, (value) => toOutcome(value, { kind: PayloadKind.Empty }), (err) => errorOutcome(err, undefined))
+  return settled(result, (value) => toOutcome(value, { kind: PayloadKind.Empty }, undefined, cloneable), (err) => errorOutcome(err, undefined))
 }
 
 async function check (task: CheckTask): Promise<CheckOutcome> {
