@@ -2,8 +2,9 @@
 // the method once, then every scenario's section, then all targets together.
 // A scenario's render() may also give `files` ({ 'event-loop.svg': text }),
 // written next to it in docs/. The soak test (bench/soak.js, its report in
-// bench/soak-report.js) gets a section too, when both its result and its
-// report module are there.
+// bench/soak-report.js) and the durable queue's benchmark (bench/durable.js,
+// bench/durable-report.js) get a section too, when both their result and
+// their report module are there.
 //
 //   node bench/render.js    re-renders docs/ from bench/results/ without measuring
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
@@ -55,30 +56,31 @@ export function loadLatest () {
 }
 
 /**
- * The soak test's section, when bench/results/soak.json and
- * bench/soak-report.js (exporting renderSoak(result) -> { targets, body })
- * are both there; else undefined. A report that fails says so in its section.
+ * The section of a benchmark with a runner of its own (bench/soak.js,
+ * bench/durable.js), when bench/results/<id>.json and bench/<id>-report.js
+ * (exporting <renderName>(result) -> { targets, body }) are both there; else
+ * undefined. A report that fails says so in its section.
  */
-async function soakSection () {
-  const file = `${resultsDir}soak.json`
-  const module = here('./soak-report.js')
+async function standaloneSection (id, title, renderName) {
+  const file = `${resultsDir}${id}.json`
+  const module = here(`./${id}-report.js`)
   if (!existsSync(file) || !existsSync(module)) return undefined
-  const scenario = { id: 'soak', title: 'Soak' }
+  const scenario = { id, title, standalone: true }
   let result
   try {
     result = JSON.parse(readFileSync(file, 'utf8'))
-    const { renderSoak, title } = await import(pathToFileURL(module).href)
-    if (typeof title === 'string') scenario.title = title
-    const { targets = [], body = '', files = {}, note } = await renderSoak(result)
+    const report = await import(pathToFileURL(module).href)
+    if (typeof report.title === 'string') scenario.title = report.title
+    const { targets = [], body = '', files = {}, note } = await report[renderName](result)
     return { scenario, result, targets, body, files, note: note ?? (result.command === undefined ? 'see its section' : `measured with \`${result.command}\``) }
   } catch (err) {
-    return { scenario, result: result ?? {}, targets: [], files: {}, note: 'its report failed', body: `\nThe soak report (\`bench/soak-report.js\`) could not be rendered: ${err.message.replaceAll(process.cwd() + '/', '')}\n` }
+    return { scenario, result: result ?? {}, targets: [], files: {}, note: 'its report failed', body: `\nThe ${id} report (\`bench/${id}-report.js\`) could not be rendered: ${err.message.replaceAll(process.cwd() + '/', '')}\n` }
   }
 }
 
 /** Sections header of a scenario: when and how it was measured, and which rounds count. */
 function measuredLine (s) {
-  if (s.scenario.id === 'soak') {
+  if (s.scenario.standalone === true) {
     const when = typeof s.result.date === 'string' ? `Measured ${s.result.date.slice(0, 16).replace('T', ' ')} UTC` : ''
     const how = s.result.command === undefined ? '' : `${when === '' ? 'Measured' : ''} with \`${s.result.command}\``
     return when + how === '' ? '' : `${when}${how}.\n`
@@ -97,8 +99,10 @@ export async function render (latest) {
     const failed = (result.failures ?? []).map((f) => ` Round ${f.rep} was dropped: ${f.contender} failed (${f.error}).`).join('')
     return { scenario, result, note: note + '.' + failed, letter: letters[i], ...scenario.render({ ...result, runs, reps }) }
   })
-  const soak = await soakSection()
-  if (soak !== undefined) sections.push({ ...soak, letter: letters[sections.length] })
+  for (const [id, title, renderName] of [['soak', 'Soak', 'renderSoak'], ['durable', 'Durable background tasks', 'renderDurable']]) {
+    const section = await standaloneSection(id, title, renderName)
+    if (section !== undefined) sections.push({ ...section, letter: letters[sections.length] })
+  }
   const files = Object.assign({}, ...sections.map((s) => s.files ?? {}))
   const summary = sections.flatMap((s) => s.targets.map((t) => [`${s.letter}. ${s.scenario.title}`, t.what, t.goal, t.measured, t.pass ? '**PASS**' : '**MISS**']))
   const passed = summary.filter((row) => row[4] === '**PASS**').length

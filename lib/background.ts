@@ -8,7 +8,9 @@ import type { Transferable } from 'node:worker_threads'
 import { definitionOf, lookup } from './define.js'
 import { FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_NOT_CLONEABLE } from './errors.js'
 import { loggedPayloadOf } from './route.js'
-import type { Scheduler } from './scheduler.js'
+import type { DurableQueue } from './queue.js'
+import type { Entry } from './lane.js'
+import type { LaneName, Scheduler } from './scheduler.js'
 import { handlerNumbers } from './threads.js'
 import { bufferIndexes, ownBuffer, uncloneable } from '../workers/clone.js'
 import type { BackgroundCall, RunTask } from '../workers/protocol.js'
@@ -31,8 +33,31 @@ function nameOfId (id: string): string {
   return definition?.name ?? id.slice(id.lastIndexOf('/') + 1)
 }
 
+/**
+ * Hands a task to the pool. Bytes that belong to the arguments alone are
+ * moved, not copied; a Buffer that shares its memory (Node's pool) is cloned.
+ */
+export function submitTask (
+  scheduler: Scheduler,
+  call: { fn: string, name: string, args: unknown[], buffers: number[] | undefined },
+  timeout: number,
+  lane: LaneName,
+  reserved = false
+): Entry {
+  let transferList: Transferable[] | undefined
+  for (const arg of call.args) {
+    const own = ownBuffer(arg)
+    if (own !== undefined && !(transferList ?? []).includes(own)) (transferList ??= []).push(own)
+  }
+  const task: RunTask = { type: 'blocking:run', fn: handlerNumbers.numberOf(call.fn), slot: -1, args: call.args, buffers: call.buffers }
+  return scheduler.submit({ task, lane, label: call.name, timeout, transferList }, reserved)
+}
+
 export class Background {
-  constructor (private readonly scheduler: Scheduler, private readonly timeout: number) {}
+  /** With `queue`: tasks become durable jobs (queue.ts), and run here only when Redis is down and whenDown is 'local'. */
+  durable: DurableQueue | undefined
+
+  constructor (private readonly scheduler: Scheduler, private readonly timeout: number, private readonly log: FastifyBaseLogger) {}
 
   /** `reply.background()` on the main thread: checked now, run after the response. */
   call (reply: FastifyReply, task: unknown, args: unknown[]): void {
@@ -41,6 +66,10 @@ export class Background {
       throw new FST_BLOCKING_HANDLER_NOT_DEFINED(
         'reply.background(task): task was not made with defineTask, so a worker cannot find it'
       )
+    }
+    if (this.durable !== undefined) {
+      this.durable.fromReply(reply, definition, args, bufferIndexes(args))
+      return
     }
     const label = `reply.background(${definition.name})`
     const problem = uncloneable(args)
@@ -55,14 +84,30 @@ export class Background {
   fromWorker (reply: FastifyReply, calls: BackgroundCall[]): void {
     for (const call of calls) {
       const name = nameOfId(call.fn)
-      try {
-        this.scheduler.reserve(`reply.background(${name})`, name)
-      } catch (err) {
-        reply.log.error({ err, task: name }, `fastify-blocking: background task ${name} was dropped`)
+      const definition = definitionOf(lookup(call.fn))
+      if (this.durable !== undefined && definition !== undefined) {
+        this.durable.fromWorker(reply, definition, call.args, call.buffers)
         continue
       }
-      this.attach(reply, { fn: call.fn, name, args: call.args, buffers: call.buffers, log: reply.log })
+      this.runLocally(reply, call.fn, name, call.args, call.buffers)
     }
+  }
+
+  /** Runs a task in process (without `queue`, or whenDown 'local'): after the response when there is one, else now. */
+  runLocally (reply: FastifyReply | undefined, fn: string, name: string, args: unknown[], buffers: number[] | undefined): void {
+    if (reply === undefined) {
+      // app.blocking.enqueue(): a full queue is the caller's error.
+      this.scheduler.reserve(`app.blocking.enqueue(${name})`, name)
+      this.start({ fn, name, args, buffers, log: this.log })
+      return
+    }
+    try {
+      this.scheduler.reserve(`reply.background(${name})`, name)
+    } catch (err) {
+      reply.log.error({ err, task: name }, `fastify-blocking: background task ${name} was dropped`)
+      return
+    }
+    this.attach(reply, { fn, name, args, buffers, log: reply.log })
   }
 
   private attach (reply: ReplyWithPending, pending: Pending): void {
@@ -85,18 +130,10 @@ export class Background {
   }
 
   private start (pending: Pending): void {
-    const { args, name, log } = pending
-    // Bytes that belong to the arguments alone are moved, not copied; a Buffer
-    // that shares its memory (Node's pool) is cloned.
-    let transferList: Transferable[] | undefined
-    for (const arg of args) {
-      const own = ownBuffer(arg)
-      if (own !== undefined && !(transferList ?? []).includes(own)) (transferList ??= []).push(own)
-    }
-    const task: RunTask = { type: 'blocking:run', fn: handlerNumbers.numberOf(pending.fn), slot: -1, args, buffers: pending.buffers }
+    const { name, log } = pending
     let entry
     try {
-      entry = this.scheduler.submit({ task, lane: 'background', label: name, timeout: this.timeout, transferList }, true)
+      entry = submitTask(this.scheduler, pending, this.timeout, 'background', true)
     } catch (err) {
       log.error({ err, task: name }, `fastify-blocking: background task ${name} was dropped`)
       return

@@ -25,6 +25,13 @@ export interface Definition {
   readonly generator: boolean
   /** Its export name, else its function name, else `file#n` (the export name is known once the module has loaded). */
   name: string
+  /** A task's name given with `defineTask(url, fn, { name })`: the name of its durable jobs (lib/task-names.ts). */
+  readonly given?: string | undefined
+}
+
+export interface DefineOptions {
+  /** The task's stable name, the same on every machine (the name of its jobs in the durable queue). */
+  name?: string
 }
 
 interface Registry {
@@ -64,11 +71,15 @@ export function normalizeModuleUrl (moduleUrl: unknown, fnName: string): string 
   )
 }
 
-function define<F extends Function> (kind: DefinitionKind, moduleUrl: unknown, fn: F): F {
+function define<F extends Function> (kind: DefinitionKind, moduleUrl: unknown, fn: F, options?: DefineOptions): F {
   const caller = kind === 'handler' ? 'defineHandler' : 'defineTask'
   const url = normalizeModuleUrl(moduleUrl, caller)
   if (typeof fn !== 'function') {
     throw new TypeError(`${caller}(moduleUrl, fn): fn must be a function, got ${typeof fn}`)
+  }
+  const given = options?.name
+  if (given !== undefined && (typeof given !== 'string' || given.trim() === '')) {
+    throw new TypeError(`${caller}(moduleUrl, fn, { name }): name must be a non-empty string, got ${String(given)}`)
   }
   const existing = definitionOf(fn)
   if (existing !== undefined) {
@@ -89,7 +100,8 @@ function define<F extends Function> (kind: DefinitionKind, moduleUrl: unknown, f
     index,
     kind,
     generator: ctor === 'GeneratorFunction' || ctor === 'AsyncGeneratorFunction',
-    name: fn.name !== '' && fn.name !== 'default' ? fn.name : `${url.slice(url.lastIndexOf('/') + 1)}#${index}`
+    name: given ?? (fn.name !== '' && fn.name !== 'default' ? fn.name : `${url.slice(url.lastIndexOf('/') + 1)}#${index}`),
+    given
   }
   Object.defineProperty(fn, kDefinition, { value: definition })
   if (index === 0 && isMainThread) learnExportNames(url)
@@ -113,7 +125,7 @@ function learnExportNames (url: string): void {
 export function learnNames (url: string, namespace: Record<string, unknown>): void {
   for (const key of Object.keys(namespace)) {
     const definition = definitionOf(namespace[key])
-    if (key !== 'default' && definition !== undefined && definition.moduleUrl === url) definition.name = key
+    if (key !== 'default' && definition !== undefined && definition.moduleUrl === url && definition.given === undefined) definition.name = key
   }
 }
 
@@ -143,6 +155,11 @@ export function defineHandlerUntyped<F extends Function> (moduleUrl: string | UR
   return define('handler', moduleUrl, fn)
 }
 
-export function defineTaskUntyped<F extends Function> (moduleUrl: string | URL, fn: F): F {
-  return define('task', moduleUrl, fn)
+export function defineTaskUntyped<F extends Function> (moduleUrl: string | URL, fn: F, options?: DefineOptions): F {
+  return define('task', moduleUrl, fn, options)
+}
+
+/** Every module's definitions in this thread, in order: for the durable queue's table of task names. */
+export function allDefinitions (): Array<{ moduleUrl: string, fns: readonly Function[] }> {
+  return [...registry().modules].map(([moduleUrl, fns]) => ({ moduleUrl, fns }))
 }

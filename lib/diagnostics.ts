@@ -18,9 +18,10 @@ export const channels = {
  * - `crashed`: its thread died;
  * - `skipped`: its client went away while it was queued, so it never ran;
  * - `rejected`: it was refused at once (queue full, pool under pressure, closing);
- * - `dropped`: it was still queued when `app.close()` gave up waiting.
+ * - `dropped`: it was still queued when `app.close()` gave up waiting;
+ * - `queued`: with `queue`, it was added to the durable queue (`jobId`); its run, wherever it happens, is another message.
  */
-export type TaskOutcome = 'completed' | 'failed' | 'timeout' | 'crashed' | 'skipped' | 'rejected' | 'dropped'
+export type TaskOutcome = 'completed' | 'failed' | 'timeout' | 'crashed' | 'skipped' | 'rejected' | 'dropped' | 'queued'
 
 export interface TaskMessage {
   lane: 'request' | 'background'
@@ -33,7 +34,9 @@ export interface TaskMessage {
   waitTime: number
   /** ms from its start on a thread until its outcome reached the main thread; 0 if it never started. */
   runTime: number
-  /** What it failed with, for every outcome but `completed` and `skipped`. */
+  /** With `queue`: the BullMQ job's id, for `queued`. */
+  jobId?: string
+  /** What it failed with, for every outcome but `completed`, `skipped` and `queued`. */
   error?: { name: string, message: string, code?: string, statusCode?: number }
 }
 

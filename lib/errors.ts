@@ -81,6 +81,20 @@ export const FST_BLOCKING_CLOSED = createError<'FST_BLOCKING_CLOSED', 503, [stri
   503
 )
 
+/** `queue`: Redis did not take a job within `queue.timeout` (and `queue.whenDown` is 'fail'). */
+export const FST_BLOCKING_QUEUE_UNAVAILABLE = createError<'FST_BLOCKING_QUEUE_UNAVAILABLE', 503, [string]>(
+  'FST_BLOCKING_QUEUE_UNAVAILABLE',
+  'The task queue is unavailable: %s',
+  503
+)
+
+/** `queue`: an argument of a durable task that JSON cannot carry (BullMQ stores a job's data as JSON). */
+export const FST_BLOCKING_NOT_SERIALIZABLE = createError<'FST_BLOCKING_NOT_SERIALIZABLE', 500, [string]>(
+  'FST_BLOCKING_NOT_SERIALIZABLE',
+  '%s',
+  500
+)
+
 export const errors = {
   FST_BLOCKING_QUEUE_FULL,
   FST_BLOCKING_UNDER_PRESSURE,
@@ -93,5 +107,7 @@ export const errors = {
   FST_BLOCKING_INVALID_OPTION,
   FST_BLOCKING_REGISTERED_IN_WORKER,
   FST_BLOCKING_NOT_IN_WORKER,
-  FST_BLOCKING_CLOSED
+  FST_BLOCKING_CLOSED,
+  FST_BLOCKING_QUEUE_UNAVAILABLE,
+  FST_BLOCKING_NOT_SERIALIZABLE
 }

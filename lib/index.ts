@@ -23,12 +23,14 @@ import type {
   RouteOptions
 } from 'fastify'
 import fp from 'fastify-plugin'
-import { definedIn, definitionOf, defineHandlerUntyped, defineTaskUntyped, moduleOf } from './define.js'
+import { definedIn, definitionOf, defineHandlerUntyped, defineTaskUntyped, moduleOf, type DefineOptions } from './define.js'
 import { errors, FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_INVALID_OPTION, FST_BLOCKING_REGISTERED_IN_WORKER } from './errors.js'
 import { resolveOptions, resolveRouteOptions } from './options.js'
 import { createPool } from './pools/adapter.js'
 import { Background } from './background.js'
 import { cloneablePart } from '../workers/clone.js'
+import { attachQueue, enqueue, type Durable } from './durable.js'
+import { startWorkerProcess } from './queue-process.js'
 import { interceptMultipart, readMultipart, registerParser } from './multipart.js'
 import { createBlockingHandler, kBlockingHandler, type BlockingRoute } from './route.js'
 import { detectBlocking } from './detect.js'
@@ -44,9 +46,11 @@ import type {
   BlockingRouteOptions,
   BlockingStats,
   BlockingTask,
+  QueueWorker,
   ReadMultipartOptions,
   ReadMultipartResult,
-  RequestBlocking
+  RequestBlocking,
+  StartQueueWorkerOptions
 } from './types.js'
 import { kWorkerContext, type WorkerContext } from '../workers/protocol.js'
 
@@ -68,8 +72,8 @@ export function defineHandler<G extends RouteGenericInterface = RouteGenericInte
 }
 
 /** Tags a background task (or any function for `app.blocking.run`). Returns `fn` itself. */
-export function defineTask<F extends BlockingTask<never[]>> (moduleUrl: string | URL, fn: F): F {
-  return defineTaskUntyped(moduleUrl, fn)
+export function defineTask<F extends BlockingTask<never[]>> (moduleUrl: string | URL, fn: F, options?: DefineOptions): F {
+  return defineTaskUntyped(moduleUrl, fn, options)
 }
 
 const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastify, opts) => {
@@ -131,7 +135,7 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
       fastify.log.debug({ priority }, `fastify-blocking: ${threads} run at normal priority: ${why}`)
     }
   })
-  const background = new Background(scheduler, options.taskTimeout)
+  const background = new Background(scheduler, options.taskTimeout, fastify.log)
 
   registerParser(fastify)
   // An app made before this module was imported: routes from here on are watched.
@@ -218,12 +222,16 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     await scheduler.ownBackgroundThreads?.start(1)
   })
 
+  // With `queue`, background tasks are durable jobs (durable.ts); closed below, once the pool is.
+  const durable: Durable | undefined = options.queue === undefined ? undefined : await attachQueue(fastify, opts, options, scheduler, background)
+
   fastify.addHook('onClose', async () => {
     await scheduler.close(options.closeTimeout, (job) => {
       // Background tasks are logged with their request's reqId by background.ts.
       if (job.lane === 'request') fastify.log.error({ task: job.label }, `fastify-blocking: closing, dropped ${job.label}, which had not started`)
     })
     await Promise.all([pool.destroy(), backgroundPool?.destroy()])
+    await durable?.close()
   })
 
   const decorator: BlockingDecorator = {
@@ -237,7 +245,17 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
       const { request, background, utilization } = scheduler.stats()
       const byRoute: BlockingStats['routes'] = {}
       for (const route of routes) byRoute[route.label] = route.meter.stats()
-      return { threads: pool.threads() + (backgroundPool?.threads() ?? 0), ...request, utilization, background, routes: byRoute }
+      return {
+        threads: pool.threads() + (backgroundPool?.threads() ?? 0),
+        ...request,
+        utilization,
+        background,
+        routes: byRoute,
+        ...(durable === undefined ? {} : { queue: durable.queue.stats() })
+      }
+    },
+    enqueue (task, args, jobOptions) {
+      return enqueue(durable, background, task, args, jobOptions)
     },
     isUnderPressure () {
       return scheduler.underPressure()
@@ -263,6 +281,15 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
 }
 
 const plugin = fp(fastifyBlocking, { name: 'fastify-blocking', fastify: '5.x' })
+
+/**
+ * Runs durable jobs without HTTP (the `queue` option's workers on other
+ * machines): imports the task modules, then runs their jobs on a pool until
+ * `close()`. The bin `fastify-blocking-worker` calls it.
+ */
+export function startQueueWorker (options: StartQueueWorkerOptions): Promise<QueueWorker> {
+  return startWorkerProcess(plugin, options)
+}
 
 export { plugin as fastifyBlocking, errors }
 export default plugin

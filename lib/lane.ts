@@ -44,8 +44,8 @@ export class Meter {
   running = 0
   completed = 0
   failed = 0
-  readonly waitTime: RecordableHistogram = createHistogram()
-  readonly runTime: RecordableHistogram = createHistogram()
+  readonly waitTime = new Timings()
+  readonly runTime = new Timings()
   /** Runs measured, and their moving average in ms (which tasks are short: see the scheduler). */
   samples = 0
   averageRun = 0
@@ -144,13 +144,48 @@ export class Lane extends Meter {
   }
 }
 
-function percentiles (h: RecordableHistogram): { p50: number, p99: number } {
-  if (h.count === 0) return { p50: 0, p99: 0 }
-  // Recorded in microseconds (histograms take integers); reported in ms.
-  return { p50: h.percentile(50) / 1000, p99: h.percentile(99) / 1000 }
+/**
+ * A histogram of durations fed in batches: a sample costs an array store,
+ * and the batch goes into the native histogram when it is full or read.
+ */
+export class Timings {
+  private readonly histogram: RecordableHistogram = createHistogram()
+  private readonly batch = new Float64Array(256)
+  private size = 0
+
+  record (ms: number): void {
+    this.batch[this.size++] = ms
+    if (this.size === this.batch.length) this.flush()
+  }
+
+  private flush (): void {
+    // Recorded in microseconds (histograms take integers).
+    for (let i = 0; i < this.size; i++) this.histogram.record(Math.max(1, Math.round(this.batch[i]! * 1000)))
+    this.size = 0
+  }
+
+  get count (): number {
+    return this.histogram.count + this.size
+  }
+
+  /** The p-th percentile, in ms. */
+  percentile (p: number): number {
+    this.flush()
+    return this.histogram.percentile(p) / 1000
+  }
+
+  reset (): void {
+    this.size = 0
+    this.histogram.reset()
+  }
 }
 
-export function record (h: RecordableHistogram, ms: number): void {
-  h.record(Math.max(1, Math.round(ms * 1000)))
+function percentiles (h: Timings): { p50: number, p99: number } {
+  if (h.count === 0) return { p50: 0, p99: 0 }
+  return { p50: h.percentile(50), p99: h.percentile(99) }
+}
+
+export function record (h: Timings, ms: number): void {
+  h.record(ms)
 }
 

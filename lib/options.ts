@@ -4,7 +4,7 @@
 import { availableParallelism } from 'node:os'
 import { FST_BLOCKING_INVALID_OPTION } from './errors.js'
 import type { PressureThresholds } from './scheduler.js'
-import type { BlockingPluginOptions, BlockingRouteOptions, MultipartLimits } from './types.js'
+import type { BlockingPluginOptions, BlockingRouteOptions, MultipartLimits, QueueOptions } from './types.js'
 
 export interface ResolvedOptions {
   pool: 'piscina' | 'tinypool'
@@ -27,6 +27,20 @@ export interface ResolvedOptions {
   detectBlocking: number
   /** Request properties cloned into the worker's request. */
   requestProperties: string[]
+  /** The durable queue, when `queue` is given. */
+  queue: ResolvedQueueOptions | undefined
+}
+
+export interface ResolvedQueueOptions {
+  connection: QueueOptions['connection']
+  name: string
+  prefix: string | undefined
+  work: boolean
+  concurrency: number
+  jobs: Record<string, unknown>
+  worker: Record<string, unknown>
+  timeout: number
+  whenDown: 'fail' | 'local'
 }
 
 export interface ResolvedRouteOptions {
@@ -215,7 +229,46 @@ export function resolveOptions (opts: BlockingPluginOptions): ResolvedOptions {
     serverTiming: boolean('options.serverTiming', given.serverTiming, false),
     pressure: pressure(given.pressure),
     detectBlocking: detectBlocking(given.detectBlocking),
-    requestProperties: requestProperties('options.requestProperties', given.requestProperties, [])
+    requestProperties: requestProperties('options.requestProperties', given.requestProperties, []),
+    queue: queue(given.queue, maxThreads)
+  }
+}
+
+const QUEUE_KEYS = ['connection', 'name', 'prefix', 'work', 'concurrency', 'jobs', 'worker', 'timeout', 'whenDown'] as const
+
+function queueName (name: string, value: unknown, fallback: string): string {
+  if (value === undefined) return fallback
+  // BullMQ builds Redis keys as prefix:name:...
+  if (typeof value !== 'string' || value === '' || value.includes(':')) {
+    throw invalid(`options.${name} must be a non-empty string without ':', got ${String(value)}`)
+  }
+  return value
+}
+
+/** `queue`: undefined (background tasks stay in process) or the durable queue's settings. */
+export function queue (value: unknown, maxThreads: number): ResolvedQueueOptions | undefined {
+  if (value === undefined) return undefined
+  const given = object('queue', value)
+  onlyKeys('options.queue', given, QUEUE_KEYS)
+  const { connection } = given
+  const url = typeof connection === 'string' && /^rediss?:\/\//.test(connection)
+  if (!url && (connection === null || typeof connection !== 'object' || Array.isArray(connection))) {
+    throw invalid(`options.queue.connection must be a redis:// URL, ioredis options or an ioredis instance, got ${String(connection)}`)
+  }
+  const whenDown = given.whenDown ?? 'fail'
+  if (whenDown !== 'fail' && whenDown !== 'local') {
+    throw invalid(`options.queue.whenDown must be 'fail' or 'local', got ${String(whenDown)}`)
+  }
+  return {
+    connection: connection as QueueOptions['connection'],
+    name: queueName('queue.name', given.name, 'fastify-blocking'),
+    prefix: given.prefix === undefined ? undefined : queueName('queue.prefix', given.prefix, ''),
+    work: boolean('options.queue.work', given.work, true),
+    concurrency: integer('queue.concurrency', given.concurrency, maxThreads, 1),
+    jobs: { attempts: 1, ...object('queue.jobs', given.jobs) },
+    worker: object('queue.worker', given.worker),
+    timeout: integer('queue.timeout', given.timeout, 2000, 1),
+    whenDown
   }
 }
 

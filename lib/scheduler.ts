@@ -17,12 +17,11 @@ import {
   FST_BLOCKING_UNDER_PRESSURE,
   FST_BLOCKING_WORKER_CRASHED
 } from './errors.js'
-import { createHistogram } from 'node:perf_hooks'
 import type { Transferable } from 'node:worker_threads'
 import type { PoolAdapter } from './pools/adapter.js'
 import { Threads, type Channel } from './threads.js'
 import { errorOf, observed, publishTask, type TaskOutcome } from './diagnostics.js'
-import { Entry, Lane, Phase, record, type Meter } from './lane.js'
+import { Entry, Lane, Phase, record, Timings, type Meter } from './lane.js'
 import type { LaneStats } from './types.js'
 import {
   GAUGE_BACKGROUND_LIMIT,
@@ -132,7 +131,7 @@ export class Scheduler {
   private readonly createdAt = now()
   private busyMs = 0
   /** Queue waits of requests in the current pressure window, and the p99 of the window before it. */
-  private readonly recentWaits = createHistogram()
+  private readonly recentWaits = new Timings()
   private windowStart = now()
   private previousWaitP99 = 0
 
@@ -316,7 +315,7 @@ export class Scheduler {
     const age = at - this.windowStart
     if (age < PRESSURE_WINDOW_MS) return
     // The window just over counts only if it was the last one (no gap since).
-    this.previousWaitP99 = age < 2 * PRESSURE_WINDOW_MS && this.recentWaits.count > 0 ? this.recentWaits.percentile(99) / 1000 : 0
+    this.previousWaitP99 = age < 2 * PRESSURE_WINDOW_MS && this.recentWaits.count > 0 ? this.recentWaits.percentile(99) : 0
     this.recentWaits.reset()
     this.windowStart = at
   }
@@ -325,7 +324,7 @@ export class Scheduler {
   queueWait (): number {
     const at = now()
     this.rotateWindow(at)
-    const current = this.recentWaits.count > 0 ? this.recentWaits.percentile(99) / 1000 : 0
+    const current = this.recentWaits.count > 0 ? this.recentWaits.percentile(99) : 0
     const head = this.lanes.request.peek()
     return Math.max(this.previousWaitP99, current, head === undefined ? 0 : at - head.enqueuedAt)
   }
@@ -420,7 +419,8 @@ export class Scheduler {
       job.meter.running++
       record(job.meter.waitTime, waited)
     }
-    if (job.lane === 'request') {
+    // The pressure window is kept only when a threshold looks at it.
+    if (job.lane === 'request' && this.options.pressure.maxQueueWait > 0) {
       this.rotateWindow(entry.dispatchedAt)
       record(this.recentWaits, waited)
     }
@@ -676,7 +676,7 @@ export class Scheduler {
   /** Seconds a client should wait before it retries, from what the queue holds now. */
   retryAfter (): number {
     const lane = this.lanes.request
-    const perTask = lane.runTime.count === 0 ? 0 : lane.runTime.percentile(50) / 1e6
+    const perTask = lane.runTime.count === 0 ? 0 : lane.runTime.percentile(50) / 1000
     return Math.max(1, Math.ceil(perTask * lane.waiting / this.options.capacity))
   }
 }

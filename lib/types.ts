@@ -135,6 +135,73 @@ export interface MultipartLimits {
   headerPairs?: number
 }
 
+/** ioredis connection options, as far as this plugin reads them (any other ioredis option passes through). */
+export interface QueueRedisOptions {
+  host?: string
+  port?: number
+  username?: string
+  password?: string
+  db?: number
+  tls?: object
+  [option: string]: unknown
+}
+
+/** An ioredis instance: the plugin makes its own connections from it with `duplicate()`, and never closes it. */
+export interface QueueRedisClient {
+  duplicate (override?: object): unknown
+  options: object
+}
+
+/** BullMQ's job options (any other BullMQ job option passes through). */
+export interface QueueJobOptions {
+  /** A job added twice with the same id is one job (while the first is kept in Redis). */
+  jobId?: string
+  /** ms before the job may run. */
+  delay?: number
+  /** Runs in all, the first included. Default 1. */
+  attempts?: number
+  /** ms between attempts, or `{ type: 'fixed' | 'exponential', delay }`. */
+  backoff?: number | { type: 'fixed' | 'exponential' | (string & {}), delay?: number, jitter?: number }
+  /** 1 (highest) to 2 097 152; jobs without a priority run first. */
+  priority?: number
+  removeOnComplete?: boolean | number | { age?: number, count?: number }
+  removeOnFail?: boolean | number | { age?: number, count?: number }
+  [option: string]: unknown
+}
+
+/** BullMQ's WorkerOptions for the jobs a process runs (any other BullMQ worker option passes through). */
+export interface QueueWorkerOptions {
+  /** ms a job's lock lasts; it is renewed every lockDuration / 2 while the job runs. BullMQ's default 30000. */
+  lockDuration?: number
+  /** ms between checks for jobs whose lock expired (their worker died). BullMQ's default 30000. */
+  stalledInterval?: number
+  /** Times a job may stall before it fails. BullMQ's default 1. */
+  maxStalledCount?: number
+  [option: string]: unknown
+}
+
+/** `queue`: background tasks become BullMQ jobs in Redis (see "Durable background tasks" in docs/api.md). */
+export interface QueueOptions {
+  /** A `redis://` URL, ioredis options, or an ioredis instance (duplicated, never closed). */
+  connection: string | QueueRedisOptions | QueueRedisClient
+  /** The BullMQ queue. Default `'fastify-blocking'`. */
+  name?: string
+  /** BullMQ's key prefix. Default `'bull'`. */
+  prefix?: string
+  /** This process also runs queued jobs on its pool. Default true; false = enqueue only. */
+  work?: boolean
+  /** Jobs this process runs at once. Default `maxThreads`. */
+  concurrency?: number
+  /** Default job options. Default `{ attempts: 1 }`. */
+  jobs?: QueueJobOptions
+  /** BullMQ WorkerOptions for the jobs this process runs. */
+  worker?: QueueWorkerOptions
+  /** ms an enqueue may wait for Redis before `whenDown` applies. Default 2000. */
+  timeout?: number
+  /** Redis unreachable: `'fail'` (503 `FST_BLOCKING_QUEUE_UNAVAILABLE`) or `'local'` (run in this process, logged at warn). Default `'fail'`. */
+  whenDown?: 'fail' | 'local'
+}
+
 export interface BlockingPluginOptions {
   /** Which pool runs the work. Default `'piscina'`. */
   pool?: 'piscina' | 'tinypool'
@@ -203,6 +270,8 @@ export interface BlockingPluginOptions {
    * A route's `blocking: { requestProperties }` replaces this list.
    */
   requestProperties?: string[]
+  /** Background tasks become durable BullMQ jobs in Redis, run by any process of the app (needs `bullmq` and `ioredis`). */
+  queue?: QueueOptions
 }
 
 export interface Percentiles {
@@ -226,6 +295,65 @@ export interface BlockingStats extends LaneStats {
   background: LaneStats
   /** Each blocking route's share of the request counts, by `METHOD /pattern`. */
   routes: Record<string, LaneStats>
+  /** With the `queue` option: the durable queue. */
+  queue?: QueueStats
+}
+
+/** BullMQ's job counts, as Redis last gave them. */
+export interface QueueCounts {
+  waiting: number
+  active: number
+  delayed: number
+  prioritized: number
+  completed: number
+  failed: number
+}
+
+export interface QueueStats {
+  /** The BullMQ queue. */
+  name: string
+  /** This process's connection to Redis is up. */
+  connected: boolean
+  /** The whole queue's counts (every process's jobs), at most about a second old; undefined until Redis has answered. */
+  counts: QueueCounts | undefined
+  /** Jobs this process added to the queue. */
+  added: number
+  /** Tasks this process ran in process because Redis was down (`whenDown: 'local'`). */
+  ranLocally: number
+  /** Tasks refused because Redis was down (`whenDown: 'fail'`), or dropped when no response could say so. */
+  unavailable: number
+  /** Jobs this process runs now, and has run to an end, since it started. */
+  running: number
+  completed: number
+  failed: number
+}
+
+/** `startQueueWorker()`: a process that runs durable jobs, without HTTP. */
+export interface StartQueueWorkerOptions {
+  /** Task modules: paths (absolute, or from the current directory), `file:` URLs, or globs (`tasks/*.js`). */
+  tasks: string | URL | Array<string | URL>
+  connection: QueueOptions['connection']
+  /** The BullMQ queue. Default `'fastify-blocking'`. */
+  name?: string
+  prefix?: string
+  pool?: 'piscina' | 'tinypool'
+  /** Default `os.availableParallelism()`. */
+  maxThreads?: number
+  /** Jobs run at once. Default `maxThreads`. */
+  concurrency?: number
+  worker?: QueueWorkerOptions
+  /** ms a job may run; 0 = no limit. Default 0. */
+  taskTimeout?: number
+  /** ms close() waits for running jobs. Default 10000. */
+  closeTimeout?: number
+  /** Fastify's `logger` option (a pino logger or its options). Default: info level to stdout. */
+  logger?: boolean | object
+}
+
+export interface QueueWorker {
+  /** Stops fetching jobs, lets running ones finish within `closeTimeout`, then closes the pool and every Redis connection. */
+  close (): Promise<void>
+  stats (): BlockingStats
 }
 
 /** Options of one `run`: in the spirit of piscina's `run(task, options)`. */
@@ -255,6 +383,11 @@ export type RequestBlocking = BlockingRunner
 
 export interface BlockingDecorator extends BlockingRunner {
   stats (): BlockingStats
+  /**
+   * With `queue`: adds a durable job for `task` (made with defineTask), with BullMQ job options
+   * (`jobId`, `delay`, `attempts`, `backoff`, `priority`, ...). Without `queue`: runs it in the pool.
+   */
+  enqueue<A extends unknown[]> (task: BlockingTask<A>, args: A, jobOptions?: QueueJobOptions): Promise<{ id: string }>
   /**
    * True when the request queue is full or past a `pressure` threshold. For
    * `@fastify/under-pressure`: `healthCheck: async () => !app.blocking.isUnderPressure()`.

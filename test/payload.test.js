@@ -80,6 +80,23 @@ for (const pool of pools) {
   })
 }
 
+for (const pool of pools) {
+  test(`${pool}: a request that cannot cross threads fails alone, when it goes to a thread in one message with others`, async (t) => {
+    const app = await build(t, pool, { maxThreads: 1 })
+    app.addContentTypeParser('application/x-weird', (request, payload, done) => done(null, { parse () {} }))
+    app.post('/mixed', { blocking: true }, h.json)
+    const good = () => app.inject({ method: 'POST', url: '/mixed', headers: { 'content-type': 'application/json' }, payload: '{"a":1}' })
+    const bad = () => app.inject({ method: 'POST', url: '/mixed', headers: { 'content-type': 'application/x-weird' }, payload: 'x' })
+    // Enough quick tasks for the route to count as short: several of its
+    // requests then go to the one thread together.
+    for (let i = 0; i < 20; i++) t.equal((await good()).statusCode, 200)
+    const answers = await Promise.all([good(), bad(), good(), bad(), good()])
+    t.same(answers.map((r) => r.statusCode), [200, 500, 200, 500, 200])
+    t.same(answers.filter((r) => r.statusCode === 500).map((r) => r.json().code), ['FST_BLOCKING_NOT_CLONEABLE', 'FST_BLOCKING_NOT_CLONEABLE'])
+    t.equal((await good()).statusCode, 200, 'the thread keeps serving')
+  })
+}
+
 test('generators and MessagePorts in a return value are reported, not crashes', async (t) => {
   const { returnsGenerator } = await import('./fixtures/payloads.js')
   for (const pool of pools) {

@@ -56,7 +56,7 @@ export function parseUpload (spec: UploadSpec): Promise<ParsedUpload> {
   const outs: WriteStream[] = []
   let failed: Error | undefined
 
-  const send = (message: UploadControl): void => port.postMessage(message)
+  const send = (message: UploadControl, transfer?: ArrayBuffer[]): void => port.postMessage(message, transfer)
 
   return new Promise<ParsedUpload>((resolve, reject) => {
     let settled = false
@@ -171,26 +171,37 @@ export function parseUpload (spec: UploadSpec): Promise<ParsedUpload> {
     // it is ready for more, later if a file part is paused), in batches: one
     // message per quarter of the window, not one per chunk.
     let owed = 0
+    // The memory the chunks came in goes back to the main thread with the
+    // credit (see UploadControl 'upload:more'): freed there, by the thread that
+    // allocated it and allocates the next socket reads, it is reused at once.
+    // Freed here, late (this thread's collector has little reason to run),
+    // the main thread would take fresh pages for every read of a new server.
+    let spent: ArrayBuffer[] = []
+    const giveCredit = (): void => {
+      const returned = spent
+      spent = []
+      send({ type: 'upload:more', credit: owed, ...(returned.length > 0 ? { returned } : {}) }, returned)
+      owed = 0
+    }
     // Says "started": the main thread stops counting the task against maxThreads while the body arrives.
     send({ type: 'upload:more', credit: 0 })
     const repay = (bytes: number): void => {
       owed += bytes
-      if (failed === undefined && owed >= CREDIT_BATCH) {
-        send({ type: 'upload:more', credit: owed })
-        owed = 0
-      }
+      if (failed === undefined && owed >= CREDIT_BATCH) giveCredit()
     }
     port.on('message', (message: UploadMessage) => {
       if (failed !== undefined) return
       switch (message.type) {
         case 'upload:chunk': {
           const { chunk } = message
-          busboy.write(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength), () => repay(chunk.byteLength))
+          // A copy in this thread's memory: busboy and the file streams may keep slices of it.
+          const own = Buffer.from(chunk)
+          spent.push(chunk.buffer as ArrayBuffer)
+          busboy.write(own, () => repay(own.byteLength))
           break
         }
         case 'upload:end':
-          if (owed > 0) send({ type: 'upload:more', credit: owed })
-          owed = 0
+          if (owed > 0 || spent.length > 0) giveCredit()
           busboy.end()
           break
         case 'upload:abort':

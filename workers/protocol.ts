@@ -80,7 +80,9 @@ export const SlotState = {
 export const GAUGE_BACKGROUND_QUEUED = 0
 /** Gauge: the `backgroundQueue` option. */
 export const GAUGE_BACKGROUND_LIMIT = 1
-export const GAUGE_INTS = 2
+/** Gauge: 1 with the `queue` option: reply.background() arguments must survive JSON (workers/json.ts). */
+export const GAUGE_DURABLE = 2
+export const GAUGE_INTS = 3
 
 /** A wall-clock time in ms, comparable across threads (unlike `performance.now()`). */
 export function now (): number {
@@ -151,8 +153,12 @@ export type UploadMessage =
 
 /** Worker -> main, on an upload's port. */
 export type UploadControl =
-  /** The parser took `credit` bytes: send as much more. */
-  | { type: 'upload:more', credit: number }
+  /**
+   * The parser took `credit` bytes: send as much more. `returned`: the
+   * buffers of chunks it has copied, transferred back to be freed by the
+   * thread that allocated them.
+   */
+  | { type: 'upload:more', credit: number, returned?: ArrayBuffer[] }
   /** A file is being spooled here: the main thread deletes it if the thread dies. */
   | { type: 'upload:spooled', path: string }
   /** A limit was hit or the body is malformed: stop sending. */

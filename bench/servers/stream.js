@@ -3,9 +3,10 @@
 //   node bench/servers/stream.js <inline|piscina|tinypool> [threads]
 //
 // GET /stream?mib=N sends N MiB (default 256) in 64 KiB chunks made by one
-// generator (worker-functions.js): a blocking generator handler on the given
-// pool, or inline, the same generator sent as Readable.from(gen()) by the main
-// thread.
+// generator (worker-functions.js), GET /rows?rows=N a CSV export of N rows,
+// one row a yield: a blocking generator handler on the given pool, or inline,
+// the same generator sent as Readable.from(gen()) by the main thread.
+// BENCH_HWM sets the blocking routes' highWaterMark. GET /ping is inline.
 import { Readable } from 'node:stream'
 import Fastify from 'fastify'
 import blocking from 'fastify-blocking'
@@ -16,6 +17,8 @@ const [contender, threadsArg = '2'] = process.argv.slice(2)
 const threads = Number(threadsArg)
 
 const app = Fastify({ logger: false })
+// The probe's route during the export phase: always inline.
+app.get('/ping', async () => ({ pong: true }))
 switch (contender) {
   case 'inline':
     app.get('/stream', (request, reply) => {

@@ -17,7 +17,7 @@ async function start (t) {
   return {
     app,
     logs,
-    notifications: () => existsSync(file) ? readFileSync(file, 'utf8').trim().split('\n').map((l) => JSON.parse(l)) : [],
+    notifications: () => existsSync(file) ? readFileSync(file, 'utf8').trim().split('\n').filter(Boolean).map((l) => JSON.parse(l)) : [],
     /** The position of the log line `msg` of the request to `url`. */
     at: (msg, url) => {
       const { reqId } = logs.find((l) => l.req?.url === url)

@@ -89,11 +89,13 @@ for (const pool of pools) {
   })
 
   test(`${pool}: a client that leaves while its handler ignores the signal: the timeout ends the thread`, async (t) => {
+    const started = marks()
     const { app, since, port } = await startApp(t, pool, { maxThreads: 1 }, (app) => {
-      app.get('/spin', { blocking: { timeout: 150 } }, f.spin)
+      app.get('/spin', { blocking: { timeout: 150 }, preHandler: withBody({ marks: started.sab }) }, f.spinMarked)
     })
     const { req, response } = open(port, { path: '/spin' })
-    await until(() => app.blocking.stats().running === 1, { what: 'the handler to start' })
+    // Started by its thread, not only sent to it.
+    await started.reached(f.MARK_STARTED)
     req.destroy()
     await response
     await until(() => app.blocking.stats().failed === 1, { what: 'the timeout' })
