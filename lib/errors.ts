@@ -67,6 +67,13 @@ export const FST_BLOCKING_REGISTERED_IN_WORKER = createError<'FST_BLOCKING_REGIS
   500
 )
 
+/** A reply method or property of Fastify's that a worker's reply does not have (`reply.send()`): the message says what to do instead. */
+export const FST_BLOCKING_NOT_IN_WORKER = createError<'FST_BLOCKING_NOT_IN_WORKER', 500, [string]>(
+  'FST_BLOCKING_NOT_IN_WORKER',
+  '%s',
+  500
+)
+
 /** The plugin is closing and takes no new work. */
 export const FST_BLOCKING_CLOSED = createError<'FST_BLOCKING_CLOSED', 503, [string]>(
   'FST_BLOCKING_CLOSED',
@@ -99,6 +106,7 @@ export const errors = {
   FST_BLOCKING_MULTIPART_INVALID,
   FST_BLOCKING_INVALID_OPTION,
   FST_BLOCKING_REGISTERED_IN_WORKER,
+  FST_BLOCKING_NOT_IN_WORKER,
   FST_BLOCKING_CLOSED,
   FST_BLOCKING_QUEUE_UNAVAILABLE,
   FST_BLOCKING_NOT_SERIALIZABLE

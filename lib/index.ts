@@ -28,15 +28,17 @@ import { errors, FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_INVALID_OPTION, 
 import { resolveOptions, resolveRouteOptions } from './options.js'
 import { createPool } from './pools/adapter.js'
 import { Background } from './background.js'
+import { cloneablePart } from '../workers/clone.js'
 import { attachQueue, enqueue, type Durable } from './durable.js'
 import { startWorkerProcess } from './queue-process.js'
-import { bufferIndexes } from '../workers/clone.js'
 import { interceptMultipart, readMultipart, registerParser } from './multipart.js'
-import { createBlockingHandler, kBlockingHandler, loggedPayloadOf, type BlockingRoute } from './route.js'
+import { createBlockingHandler, kBlockingHandler, type BlockingRoute } from './route.js'
 import { detectBlocking } from './detect.js'
+import { markSeen, routeLabel, watchRoutes } from './unseen.js'
 import { Meter } from './lane.js'
+import { run } from './run.js'
 import { Scheduler } from './scheduler.js'
-import { handlerNumbers, STREAMS_PER_THREAD } from './threads.js'
+import { handlerNumbers, routeConfigs, STREAMS_PER_THREAD } from './threads.js'
 import type {
   BlockingDecorator,
   BlockingHandler,
@@ -46,10 +48,11 @@ import type {
   BlockingTask,
   QueueWorker,
   ReadMultipartOptions,
-  StartQueueWorkerOptions,
-  ReadMultipartResult
+  ReadMultipartResult,
+  RequestBlocking,
+  StartQueueWorkerOptions
 } from './types.js'
-import { kWorkerContext, type RunTask, type WorkerContext } from '../workers/protocol.js'
+import { kWorkerContext, type WorkerContext } from '../workers/protocol.js'
 
 export * from './errors.js'
 export type * from './types.js'
@@ -71,11 +74,6 @@ export function defineHandler<G extends RouteGenericInterface = RouteGenericInte
 /** Tags a background task (or any function for `app.blocking.run`). Returns `fn` itself. */
 export function defineTask<F extends BlockingTask<never[]>> (moduleUrl: string | URL, fn: F, options?: DefineOptions): F {
   return defineTaskUntyped(moduleUrl, fn, options)
-}
-
-function routeLabel (route: RouteOptions): string {
-  const method = Array.isArray(route.method) ? route.method.join(',') : route.method
-  return `${method} ${route.url}`
 }
 
 const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastify, opts) => {
@@ -140,7 +138,10 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
   const background = new Background(scheduler, options.taskTimeout, fastify.log)
 
   registerParser(fastify)
+  // An app made before this module was imported: routes from here on are watched.
+  watchRoutes(fastify)
   fastify.addHook('onRoute', function (route) {
+    markSeen(route)
     const handler = route.handler as Function & { [kBlockingHandler]?: BlockingRoute }
     if (handler[kBlockingHandler] !== undefined) return
     const label = routeLabel(route)
@@ -166,7 +167,18 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
       )
       return
     }
-    const record: BlockingRoute = { fn: definition.id, number: handlerNumbers.numberOf(definition.id), label, url: route.url, generator: definition.generator, options: routeOptions, meter: new Meter() }
+    // request.routeOptions.config in the worker: cloned once, here, as Fastify builds it.
+    const config = { ...(cloneablePart(route.config ?? {}) as object), url: route.url, method: route.method }
+    const record: BlockingRoute = {
+      fn: definition.id,
+      number: handlerNumbers.numberOf(definition.id),
+      label,
+      url: route.url,
+      route: routeConfigs.push(config) - 1,
+      generator: definition.generator,
+      options: routeOptions,
+      meter: new Meter()
+    }
     routes.push(record)
     if (takesBody && !definition.generator) interceptMultipart(route, true)
     route.handler = createBlockingHandler(record, scheduler, background)
@@ -224,24 +236,10 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
 
   const decorator: BlockingDecorator = {
     run (fn, ...args) {
-      const definition = definitionOf(fn)
-      if (definition === undefined) {
-        return Promise.reject(new FST_BLOCKING_HANDLER_NOT_DEFINED(
-          'app.blocking.run(fn): fn was not made with defineHandler or defineTask, so a worker cannot find it'
-        ))
-      }
-      if (definition.generator) {
-        return Promise.reject(new FST_BLOCKING_INVALID_OPTION(
-          `app.blocking.run(${definition.name}): a generator streams a response; use it as a route handler`
-        ))
-      }
-      const task: RunTask = { type: 'blocking:run', fn: handlerNumbers.numberOf(definition.id), slot: -1, args, buffers: bufferIndexes(args) }
-      try {
-        const entry = scheduler.submit({ task, lane: 'request', label: `app.blocking.run(${definition.name})`, timeout: options.taskTimeout })
-        return entry.promise.then((outcome) => loggedPayloadOf(fastify.log, outcome)) as never
-      } catch (err) {
-        return Promise.reject(err)
-      }
+      return run(scheduler, options.taskTimeout, { log: fastify.log }, fn, args) as never
+    },
+    runWith (runOptions, fn, ...args) {
+      return run(scheduler, options.taskTimeout, { log: fastify.log }, fn, args, runOptions) as never
     },
     stats (): BlockingStats {
       const { request, background, utilization } = scheduler.stats()
@@ -264,6 +262,15 @@ const fastifyBlocking: FastifyPluginAsync<BlockingPluginOptions> = async (fastif
     }
   }
   fastify.decorate('blocking', decorator)
+  fastify.decorateRequest('blocking', {
+    getter (this: FastifyRequest): RequestBlocking {
+      const caller = { log: this.log, request: this }
+      return {
+        run: (fn, ...args) => run(scheduler, options.taskTimeout, caller, fn, args) as never,
+        runWith: (runOptions, fn, ...args) => run(scheduler, options.taskTimeout, caller, fn, args, runOptions) as never
+      }
+    }
+  })
   fastify.decorateRequest('readMultipart', function (this: FastifyRequest, readOptions?: ReadMultipartOptions) {
     return readMultipart(this, scheduler, options, readOptions)
   })
@@ -310,6 +317,8 @@ declare module 'fastify' {
   }
 
   interface FastifyRequest {
+    /** `run()` and `runWith()` bound to this request: cancelled when its client goes away, logged with its reqId. */
+    blocking: RequestBlocking
     /** Parses this request's multipart body in the pool; spooled files are deleted once the response has been sent. */
     readMultipart (options?: ReadMultipartOptions): Promise<ReadMultipartResult>
   }

@@ -27,6 +27,8 @@ export interface ResolvedOptions {
   pressure: PressureThresholds
   /** ms; 0 = off. */
   detectBlocking: number
+  /** Request properties cloned into the worker's request. */
+  requestProperties: string[]
   /** The durable queue, when `queue` is given. */
   queue: ResolvedQueueOptions | undefined
 }
@@ -50,6 +52,7 @@ export interface ResolvedRouteOptions {
   multipartLimits: MultipartLimits
   spoolThreshold: number
   stallTimeout: number
+  requestProperties: string[]
 }
 
 const LIMIT_NAMES = ['fieldNameSize', 'fieldSize', 'fields', 'fileSize', 'files', 'parts', 'headerPairs'] as const
@@ -174,6 +177,22 @@ function detectBlocking (value: unknown): number {
   return integer('detectBlocking.thresholdMs', given.thresholdMs, 100, 1)
 }
 
+/** The worker's request has these already: a request property of the same name would hide one. */
+const WORKER_REQUEST_NAMES = ['id', 'method', 'url', 'routeUrl', 'params', 'query', 'headers', 'body', 'ip', 'hostname', 'protocol', 'signal', 'log', 'files', 'routeOptions']
+
+/** `requestProperties`: names of request properties (set by hooks) that are cloned into the worker's request. */
+function requestProperties (name: string, value: unknown, fallback: string[]): string[] {
+  if (value === undefined) return fallback
+  if (!Array.isArray(value)) throw invalid(`${name} must be an array of request property names, got ${String(value)}`)
+  for (const item of value) {
+    if (typeof item !== 'string' || item === '') throw invalid(`${name} must hold non-empty strings, got ${String(item)}`)
+    if (WORKER_REQUEST_NAMES.includes(item)) throw invalid(`${name}: '${item}' is already on the worker's request (${WORKER_REQUEST_NAMES.join(', ')})`)
+    // A name such as 'constructor' or '__proto__' would change the request, not add to it.
+    if (item in Object.prototype) throw invalid(`${name}: '${item}' is not a request property that can be sent`)
+  }
+  return [...new Set(value as string[])]
+}
+
 /**
  * Bytes a stream may have in flight (blocking.highWaterMark): measured on
  * 64 KiB chunks and on row-per-yield exports, 1 MiB streams at the speed of
@@ -214,6 +233,7 @@ export function resolveOptions (opts: BlockingPluginOptions): ResolvedOptions {
     serverTiming: boolean('options.serverTiming', given.serverTiming, false),
     pressure: pressure(given.pressure),
     detectBlocking: detectBlocking(given.detectBlocking),
+    requestProperties: requestProperties('options.requestProperties', given.requestProperties, []),
     queue: queue(given.queue, maxThreads)
   }
 }
@@ -270,7 +290,7 @@ export function resolveRouteOptions (
     throw invalid(`${route}: blocking must be true or an object, got ${String(value)}`)
   }
   const given = (value === true ? {} : value) as BlockingRouteOptions & Record<string, unknown>
-  onlyKeys(`${route}: blocking`, given, ['timeout', 'highWaterMark', 'multipart', 'serverTiming'])
+  onlyKeys(`${route}: blocking`, given, ['timeout', 'highWaterMark', 'multipart', 'serverTiming', 'requestProperties'])
   const multipart = object('blocking.multipart', given.multipart)
   return {
     timeout: integer('blocking.timeout', given.timeout, plugin.taskTimeout, 0),
@@ -278,6 +298,7 @@ export function resolveRouteOptions (
     highWaterMark: integer('blocking.highWaterMark', given.highWaterMark, DEFAULT_STREAM_WINDOW, 1),
     multipartLimits: { ...plugin.multipart.limits, ...limits('blocking.multipart.limits', multipart.limits) },
     spoolThreshold: plugin.multipart.spoolThreshold,
-    stallTimeout: plugin.stallTimeout
+    stallTimeout: plugin.stallTimeout,
+    requestProperties: requestProperties(`${route}: blocking.requestProperties`, given.requestProperties, plugin.requestProperties)
   }
 }

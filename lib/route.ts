@@ -4,14 +4,16 @@
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { ServerResponse } from 'node:http'
 import { Socket } from 'node:net'
-import { FST_BLOCKING_QUEUE_FULL, FST_BLOCKING_UNDER_PRESSURE } from './errors.js'
+import { FST_BLOCKING_NOT_CLONEABLE, FST_BLOCKING_QUEUE_FULL, FST_BLOCKING_UNDER_PRESSURE } from './errors.js'
+import { uncloneable } from '../workers/clone.js'
 import type { ResolvedRouteOptions } from './options.js'
 import type { Background } from './background.js'
 import type { Meter, Entry } from './lane.js'
 import type { Scheduler } from './scheduler.js'
-import { startStream } from './stream.js'
+import { startStream, streamFrom } from './stream.js'
 import { closeAfterLimit, multipartBody, startUpload, type Upload } from './multipart.js'
-import { PayloadKind, type HandleTask, type LogLine, type Outcome, type RequestSnapshot, type SerializedError } from '../workers/protocol.js'
+import type { MessagePort } from 'node:worker_threads'
+import { PayloadKind, type HandleTask, type Head, type LogLine, type Outcome, type RequestSnapshot, type SerializedError } from '../workers/protocol.js'
 
 /** Marks a handler this plugin made, so that a route seen twice (the automatic HEAD route) is not wrapped twice. */
 export const kBlockingHandler = Symbol('fastify-blocking.handler')
@@ -25,6 +27,8 @@ export interface BlockingRoute {
   label: string
   /** The route's pattern. */
   url: string
+  /** Its number on the threads' channels: its config travels once (threads.ts routeConfigs). */
+  route: number
   /** A generator handler: the response streams (stream.ts). */
   generator: boolean
   options: ResolvedRouteOptions
@@ -98,22 +102,45 @@ export function payloadOf (outcome: Outcome): unknown {
   }
 }
 
-function deliver (request: FastifyRequest, reply: FastifyReply, outcome: Outcome, background: Background): unknown {
+/** Status, headers and cookies the worker's reply set, applied to Fastify's. */
+export function applyHead (reply: FastifyReply, head: Head | undefined): void {
+  if (head === undefined) return
+  if (head.status !== undefined) reply.code(head.status)
+  if (head.headers !== undefined) reply.headers(head.headers)
+  if (head.cookies !== undefined) {
+    // @fastify/cookie's own methods: signing and serializing happen as for an inline handler.
+    const cookies = reply as unknown as {
+      setCookie: (name: string, value: string, options?: object) => void
+      clearCookie: (name: string, options?: object) => void
+    }
+    for (const call of head.cookies) {
+      if (call.value === undefined) cookies.clearCookie(call.name, call.options)
+      else cookies.setCookie(call.name, call.value, call.options)
+    }
+  }
+}
+
+function deliver (request: FastifyRequest, reply: FastifyReply, outcome: Outcome, background: Background, route: BlockingRoute): unknown {
   if (outcome.logs !== undefined) writeLogs(request.log, outcome.logs)
   if (outcome.kind === PayloadKind.Skipped) return undefined
-  if (outcome.status !== undefined) reply.code(outcome.status)
-  if (outcome.headers !== undefined) reply.headers(outcome.headers)
+  applyHead(reply, outcome)
   if (outcome.background !== undefined) background.fromWorker(reply, outcome.background)
+  // A returned stream flows on the port the outcome carries.
+  if (outcome.kind === PayloadKind.Stream) return streamFrom(outcome.value as MessagePort, route, background, request, reply)
   return payloadOf(outcome)
 }
 
-/** The request as a worker sees it: plain data, cloned on the way. */
-export function snapshotOf (request: FastifyRequest, routeUrl: string): RequestSnapshot {
-  return {
+/**
+ * The request as a worker sees it: plain data, cloned on the way. Throws
+ * FST_BLOCKING_NOT_CLONEABLE, naming it, for a request property (see
+ * requestProperties) that cannot cross threads.
+ */
+export function snapshotOf (request: FastifyRequest, reply: FastifyReply, route: BlockingRoute): RequestSnapshot {
+  const snapshot: RequestSnapshot = {
     id: request.id,
     method: request.method,
     url: request.url,
-    routeUrl,
+    routeUrl: route.url,
     params: request.params,
     query: request.query,
     headers: request.headers,
@@ -121,8 +148,29 @@ export function snapshotOf (request: FastifyRequest, routeUrl: string): RequestS
     bodyIsBuffer: Buffer.isBuffer(request.body),
     ip: request.ip,
     hostname: request.hostname,
-    protocol: request.protocol
+    protocol: request.protocol,
+    route: route.route
   }
+  const names = route.options.requestProperties
+  if (names.length > 0) {
+    const properties: Record<string, unknown> = {}
+    for (const name of names) {
+      let problem: string | undefined
+      try {
+        const value = (request as unknown as Record<string, unknown>)[name]
+        problem = uncloneable(value)
+        properties[name] = value
+      } catch (err) {
+        problem = `reading it threw: ${(err as Error).message}`
+      }
+      if (problem !== undefined) {
+        throw new FST_BLOCKING_NOT_CLONEABLE(`${route.label}: request.${name} cannot be sent to a worker: ${problem.replace(/^at /, `at request.${name}`)}`)
+      }
+    }
+    snapshot.properties = properties
+  }
+  if (typeof (reply as { setCookie?: unknown }).setCookie === 'function') snapshot.cookies = true
+  return snapshot
 }
 
 const kInFlight = Symbol('fastify-blocking.in-flight')
@@ -132,12 +180,12 @@ type WatchedSocket = Socket & { [kInFlight]?: Set<Entry> }
  * Cancels `entry` (scheduler.cancel()) if its client goes away before it
  * settles. A socket is watched once, with one 'close' listener for every
  * request it carries, not one listener a request; a response that is not on
- * a socket of its own (app.inject(), HTTP/2) is watched by itself. Returns
- * what unwatch() takes.
+ * a socket of its own (app.inject(), HTTP/2) is watched by itself, when it is
+ * known (`reply`). Returns what unwatch() takes.
  */
-function watchClient (request: FastifyRequest, reply: FastifyReply, scheduler: Scheduler, entry: Entry): Set<Entry> | (() => void) {
+export function watchClient (request: FastifyRequest, reply: FastifyReply | undefined, scheduler: Scheduler, entry: Entry): Set<Entry> | (() => void) {
   const socket = request.raw.socket as WatchedSocket | undefined
-  if (socket instanceof Socket && reply.raw instanceof ServerResponse) {
+  if (socket instanceof Socket && (reply === undefined || reply.raw instanceof ServerResponse)) {
     let inFlight = socket[kInFlight]
     if (inFlight === undefined) {
       const entries = new Set<Entry>()
@@ -153,6 +201,7 @@ function watchClient (request: FastifyRequest, reply: FastifyReply, scheduler: S
     else inFlight.add(entry)
     return inFlight
   }
+  if (reply === undefined) return () => {}
   const raw = reply.raw
   const onClose = (): void => {
     if (!raw.writableFinished) scheduler.cancel(entry)
@@ -161,18 +210,23 @@ function watchClient (request: FastifyRequest, reply: FastifyReply, scheduler: S
   return () => raw.removeListener('close', onClose)
 }
 
-function unwatch (watched: Set<Entry> | (() => void), entry: Entry): void {
+export function unwatch (watched: Set<Entry> | (() => void), entry: Entry): void {
   if (typeof watched === 'function') watched()
   else watched.delete(entry)
 }
 
 export function createBlockingHandler (route: BlockingRoute, scheduler: Scheduler, background: Background) {
-  const { number, label, url, meter } = route
+  const { number, label, meter } = route
   const { timeout } = route.options
   const timed = route.options.serverTiming
   // A plain function, not an arrow: Fastify binds handlers to their encapsulated instance.
   function blockingHandler (request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
-    const task: HandleTask = { type: 'blocking:handle', fn: number, slot: -1, request: snapshotOf(request, url) }
+    let task: HandleTask
+    try {
+      task = { type: 'blocking:handle', fn: number, slot: -1, request: snapshotOf(request, reply, route) }
+    } catch (err) {
+      return Promise.reject(err)
+    }
     // A multipart body is parsed in the worker: only its bytes pass through here.
     const multipart = multipartBody(request)
     let upload: Upload | undefined
@@ -213,7 +267,7 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
         (outcome) => {
           unwatch(watched, entry)
           if (timed) serverTiming(reply, scheduler, entry)
-          return deliver(request, reply, outcome, background)
+          return deliver(request, reply, outcome, background, route)
         },
         (err: unknown) => {
           unwatch(watched, entry)
@@ -229,7 +283,7 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
         await cleanup()
         if (timed) serverTiming(reply, scheduler, entry)
         try {
-          return deliver(request, reply, outcome, background)
+          return deliver(request, reply, outcome, background, route)
         } catch (err) {
           closeAfterLimit(reply, err)
           throw err

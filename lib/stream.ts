@@ -8,17 +8,13 @@
 // place (scheduler pause/resume); each thread holds up to STREAMS_PER_THREAD (threads.ts)
 // such waiting streams besides the task it runs.
 import { Readable } from 'node:stream'
-import { MessageChannel } from 'node:worker_threads'
+import { MessageChannel, type MessagePort } from 'node:worker_threads'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Background } from './background.js'
-import { refused, reviveError, serverTiming, snapshotOf, writeLogs, type BlockingRoute } from './route.js'
+import { applyHead, refused, reviveError, serverTiming, snapshotOf, writeLogs, type BlockingRoute } from './route.js'
+import type { Entry } from './lane.js'
 import type { Scheduler } from './scheduler.js'
-import { PayloadKind, type Outcome, type SerializedError, type StreamMessage, type StreamTask } from '../workers/protocol.js'
-
-function applyHead (reply: FastifyReply, head: Pick<Outcome, 'status' | 'headers'> | undefined): void {
-  if (head?.status !== undefined) reply.code(head.status)
-  if (head?.headers !== undefined) reply.headers(head.headers)
-}
+import { PayloadKind, type SerializedError, type StreamMessage, type StreamTask } from '../workers/protocol.js'
 
 export function startStream (
   route: BlockingRoute,
@@ -27,18 +23,18 @@ export function startStream (
   request: FastifyRequest,
   reply: FastifyReply
 ): Promise<unknown> {
-  const highWaterMark = route.options.highWaterMark
   const { port1: port, port2 } = new MessageChannel()
-  const task: StreamTask = {
-    type: 'blocking:stream',
-    fn: route.number,
-    slot: -1,
-    request: snapshotOf(request, route.url),
-    port: port2,
-    highWaterMark
-  }
+  let task: StreamTask
   let entry: ReturnType<Scheduler['submit']>
   try {
+    task = {
+      type: 'blocking:stream',
+      fn: route.number,
+      slot: -1,
+      request: snapshotOf(request, reply, route),
+      port: port2,
+      highWaterMark: route.options.highWaterMark
+    }
     entry = scheduler.submit({ task, lane: 'request', label: route.label, timeout: route.options.timeout, transferList: [port2], stream: true, meter: route.meter })
   } catch (err) {
     refused(reply, scheduler, err)
@@ -46,13 +42,37 @@ export function startStream (
     port2.close()
     return Promise.reject(err)
   }
+  return feed(port, route, background, request, reply, { scheduler, entry })
+}
 
+/**
+ * A stream a handler returned (PayloadKind.Stream): its task is over, and it
+ * flows on `port` once credit is granted. A thread that dies closes the port.
+ */
+export function streamFrom (port: MessagePort, route: BlockingRoute, background: Background, request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+  return feed(port, route, background, request, reply, undefined)
+}
+
+/** The Readable Fastify sends, fed by a worker over `port`, paced by credit; `task` when the stream holds a task (a generator handler). */
+function feed (
+  port: MessagePort,
+  route: BlockingRoute,
+  background: Background,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  task: { scheduler: Scheduler, entry: Entry } | undefined
+): Promise<unknown> {
+  const highWaterMark = route.options.highWaterMark
+  const timing = (run?: string): void => {
+    if (task !== undefined && route.options.serverTiming) serverTiming(reply, task.scheduler, task.entry, run)
+  }
   return new Promise((resolve, reject) => {
     const raw = reply.raw
     let body: Readable | undefined
     let finished = false
     // Bytes the worker may send (granted) against bytes it sent (received).
-    let granted = highWaterMark
+    // A returned stream starts with none: its first credit goes below.
+    let granted = task === undefined ? 0 : highWaterMark
     let received = 0
 
     // A client that reads nothing for stallTimeout ms while the stream waits
@@ -78,13 +98,14 @@ export function startStream (
       if (finished) return
       finish()
       if (body === undefined) {
-        if (route.options.serverTiming) serverTiming(reply, scheduler, entry)
+        timing()
         reject(err)
       } else {
         // Headers are gone: the error handler cannot answer. Cut the response
-        // (the client sees no clean end) and say why, with the worker's stack.
+        // (the client sees no clean end) and say why, once, with the worker's
+        // stack: the body ends without an error, so Fastify does not log it again.
         request.log.error({ err }, `fastify-blocking: ${route.label} failed after its first chunk; the response was cut`)
-        body.destroy(err)
+        body.destroy()
       }
     }
     // Called by the Readable when its reader wants more (its buffer is below,
@@ -100,7 +121,7 @@ export function startStream (
       granted += credit
       unstall()
       port.postMessage({ type: 'stream:more', credit })
-      scheduler.resume(entry)
+      if (task !== undefined) task.scheduler.resume(task.entry)
     }
     const onClose = (): void => {
       if (finished || raw.writableFinished) return
@@ -108,18 +129,22 @@ export function startStream (
       finished = true
       unstall()
       raw.removeListener('close', onClose)
-      scheduler.cancel(entry)
-      // Told over the port (a worker waiting for credit wakes on it), which is
-      // closed once the task is over: the pool may not have sent the task, and
-      // the port's other end with it, yet.
-      port.postMessage({ type: 'stream:cancel' })
-      void entry.promise.then(() => port.close(), () => port.close())
+      if (task !== undefined) {
+        task.scheduler.cancel(task.entry)
+        // Told over the port (a worker waiting for credit wakes on it), which is
+        // closed once the task is over: the task, and the port's other end with
+        // it, may still be in its channel's outbox.
+        port.postMessage({ type: 'stream:cancel' })
+        void task.entry.promise.then(() => port.close(), () => port.close())
+      } else {
+        port.close()
+      }
       body?.destroy()
       resolve(undefined)
     }
     raw.once('close', onClose)
 
-    port.on('message', (message: StreamMessage) => {
+    const onMessage = (message: StreamMessage): void => {
       if (finished) return
       switch (message.type) {
         case 'stream:chunk': {
@@ -128,13 +153,13 @@ export function startStream (
           if (body === undefined) {
             body = new Readable({ highWaterMark, read: grant })
             applyHead(reply, message.head)
-            if (route.options.serverTiming) serverTiming(reply, scheduler, entry, 'until the first chunk')
+            timing('until the first chunk')
             resolve(body)
           }
           // A view over the transferred buffer: no copy.
           body.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))
           if (granted - received <= 0) {
-            scheduler.pause(entry)
+            if (task !== undefined) task.scheduler.pause(task.entry)
             if (route.options.stallTimeout > 0 && stall === undefined) stall = setTimeout(stalled, route.options.stallTimeout).unref()
           }
           break
@@ -146,7 +171,7 @@ export function startStream (
           finish()
           if (body === undefined) {
             applyHead(reply, outcome)
-            if (route.options.serverTiming) serverTiming(reply, scheduler, entry)
+            timing()
             resolve(undefined)
           } else {
             body.push(null)
@@ -163,9 +188,18 @@ export function startStream (
           // An unknown message is a bug on one side: end the stream loudly.
           fail(new Error(`fastify-blocking stream: unknown message ${JSON.stringify((message as { type?: unknown }).type)}`))
       }
-    })
+    }
+    port.on('message', onMessage)
 
-    entry.promise.then((outcome) => {
+    if (task === undefined) {
+      // The thread died (or ended its session) before the stream's end.
+      // The worker leaves its end open for this side to close: a close from there is a thread that died.
+      port.once('close', () => fail(new Error(`fastify-blocking: the worker thread streaming ${route.label} ended before the stream did`)))
+      granted = highWaterMark
+      port.postMessage({ type: 'stream:more', credit: highWaterMark })
+      return
+    }
+    task.entry.promise.then((outcome) => {
       // The task ends after its last message was posted; a task that failed
       // before streaming (its module did not load) ends with an error outcome;
       // a stream whose client went away sends its log lines with the task.

@@ -39,6 +39,9 @@ export class HandlerNumbers {
 /** The numbers of every handler and task this process has sent to a thread. */
 export const handlerNumbers = new HandlerNumbers()
 
+/** Blocking routes' `config` (what can cross threads) by route number, sent once per channel like handler names. */
+export const routeConfigs: unknown[] = []
+
 /** One thread's channel, with what the scheduler counts on it. */
 export class Channel {
   threadId = 0
@@ -52,6 +55,8 @@ export class Channel {
   readonly pending = new Set<number>()
   /** Handler numbers this channel has been told the names of. */
   named = 0
+  /** Route numbers this channel has been told the configs of. */
+  configured = 0
   idleSince = performance.now()
   ready = false
   lost = false
@@ -204,7 +209,7 @@ export class Threads {
       } catch {
         // A value in one of the tasks cannot be cloned: each goes alone, and
         // only the ones that cannot fail.
-        channel.named = message.from ?? channel.named
+        unname(channel, message)
         this.postEach(channel, tasks, transfers)
       }
     }
@@ -214,6 +219,11 @@ export class Threads {
   /** Adds the names of handler numbers the channel has not been told yet. */
   private name (channel: Channel, message: ChannelDown & { type: 'channel:tasks' }): void {
     const { names } = handlerNumbers
+    if (channel.configured < routeConfigs.length) {
+      message.configsFrom = channel.configured
+      message.configs = routeConfigs.slice(channel.configured)
+      channel.configured = routeConfigs.length
+    }
     if (channel.named === names.length) return
     message.from = channel.named
     message.names = names.slice(channel.named)
@@ -228,7 +238,7 @@ export class Threads {
       try {
         channel.port.postMessage(message, transfers[i])
       } catch (err) {
-        channel.named = message.from ?? channel.named
+        unname(channel, message)
         this.done(channel, task.slot)
         this.deliver(task.slot, undefined, err as Error)
       }
@@ -352,6 +362,12 @@ export class Threads {
     this.closed = true
     if (this.idleTimer !== undefined) clearInterval(this.idleTimer)
   }
+}
+
+/** A message that was not sent: its names and configs are still to be sent. */
+function unname (channel: Channel, message: ChannelDown & { type: 'channel:tasks' }): void {
+  channel.named = message.from ?? channel.named
+  channel.configured = message.configsFrom ?? channel.configured
 }
 
 function flatten (transfers: Array<Transferable[] | undefined>): Transferable[] | undefined {

@@ -1,6 +1,6 @@
 // Public types: what a handler sees in the worker, the plugin's options and
 // decorators. The `declare module 'fastify'` augmentation lives in index.ts.
-import type { RouteGenericInterface } from 'fastify'
+import type { FastifyContextConfig, RouteGenericInterface } from 'fastify'
 
 export type LogLevel = 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal'
 
@@ -12,21 +12,57 @@ export interface WorkerLogFn {
 /** pino-like logger in the worker: lines reach the app's logger with the request's reqId. */
 export type WorkerLogger = Record<LogLevel, WorkerLogFn>
 
-/** A file of a multipart request, parsed in the worker (see the multipart docs). */
-export interface WorkerFile {
+interface WorkerFileBase {
   fieldname: string
   filename: string
   mimetype: string
   encoding: string
   size: number
-  buffer?: Buffer
+}
+
+/**
+ * A file of a multipart request, parsed in the worker (see the multipart
+ * docs): in memory (`buffer`) up to `spoolThreshold` bytes, else spooled to a
+ * temporary file (`path`). Check one to narrow: `file.buffer ?? await readFile(file.path)`.
+ */
+export type WorkerFile =
+  | (WorkerFileBase & { buffer: Buffer, path?: undefined })
+  | (WorkerFileBase & { path: string, buffer?: undefined })
+
+/**
+ * The body of a multipart route as it arrives: a field whose name is repeated
+ * gives an array. Declare a multipart route's body with it:
+ * `defineHandler<{ Body: MultipartBody<{ tag: string }> }>(...)` types
+ * `request.body.tag` as `string | string[]`.
+ */
+export type MultipartBody<T> = { [K in keyof T]: T[K] | Array<T[K]> }
+
+/** @fastify/cookie's options, as far as they cross threads (no `encode` function). */
+export interface CookieOptions {
+  domain?: string
   path?: string
+  expires?: Date
+  maxAge?: number
+  httpOnly?: boolean
+  secure?: boolean | 'auto'
+  sameSite?: boolean | 'lax' | 'strict' | 'none'
+  priority?: 'low' | 'medium' | 'high'
+  partitioned?: boolean
+  /** Signed on the main thread with the secret given to @fastify/cookie. */
+  signed?: boolean
 }
 
 type Or<T, D> = unknown extends T ? D : T
 
 /** The request a blocking handler receives in the worker: a snapshot of Fastify's. */
-export interface WorkerRequest<G extends RouteGenericInterface = RouteGenericInterface> {
+/**
+ * Request properties sent to the worker (`requestProperties`), for their
+ * types: `declare module 'fastify-blocking' { interface WorkerRequestProperties { user?: User } }`.
+ */
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type
+export interface WorkerRequestProperties {}
+
+export interface WorkerRequest<G extends RouteGenericInterface = RouteGenericInterface> extends WorkerRequestProperties {
   id: string
   method: string
   url: string
@@ -44,6 +80,12 @@ export interface WorkerRequest<G extends RouteGenericInterface = RouteGenericInt
   log: WorkerLogger
   /** Files of a multipart request. */
   files?: WorkerFile[]
+  /** The route's `config` (what can cross threads), with its `url` and `method`, as Fastify builds it. */
+  routeOptions: { config: FastifyContextConfig & { url: string, method: string | string[] } }
+  /**
+   * Properties named by `requestProperties` are here too: type them by
+   * augmenting `WorkerRequestProperties`.
+   */
 }
 
 /** The reply a blocking handler receives in the worker. Every method returns the reply. */
@@ -55,6 +97,10 @@ export interface WorkerReply {
   type (contentType: string): WorkerReply
   redirect (url: string, statusCode?: number): WorkerReply
   background<A extends unknown[]> (task: BlockingTask<A>, ...args: A): WorkerReply
+  /** With @fastify/cookie registered on the app: set on the main thread, signed there. Throws otherwise. */
+  setCookie (name: string, value: string, options?: CookieOptions): WorkerReply
+  /** With @fastify/cookie registered on the app. Throws otherwise. */
+  clearCookie (name: string, options?: CookieOptions): WorkerReply
 }
 
 /** What a blocking handler may return (or resolve to, or yield when it is a generator). */
@@ -75,6 +121,8 @@ export interface BlockingRouteOptions {
   multipart?: { limits?: MultipartLimits }
   /** Add a `Server-Timing` header with the queue wait and run time. Overrides the plugin's `serverTiming`. */
   serverTiming?: boolean
+  /** Request properties cloned into the worker's request; replaces the plugin's `requestProperties`. */
+  requestProperties?: string[]
 }
 
 export interface MultipartLimits {
@@ -222,6 +270,13 @@ export interface BlockingPluginOptions {
    * with a hint to make it `blocking`. `true` uses the default. Off by default.
    */
   detectBlocking?: boolean | { thresholdMs?: number }
+  /**
+   * Request properties set by hooks (`request.user` of @fastify/jwt,
+   * `request.cookies` of @fastify/cookie, ...) cloned into the worker's
+   * request when a blocking handler is sent; an absent one is undefined.
+   * A route's `blocking: { requestProperties }` replaces this list.
+   */
+  requestProperties?: string[]
   /** Background tasks become durable BullMQ jobs in Redis, run by any process of the app (needs `bullmq` and `ioredis`). */
   queue?: QueueOptions
 }
@@ -308,9 +363,32 @@ export interface QueueWorker {
   stats (): BlockingStats
 }
 
-export interface BlockingDecorator {
+/** Options of one `run`: in the spirit of piscina's `run(task, options)`. */
+export interface RunOptions {
+  /** Aborting it drops the call if it has not started and rejects the promise with an AbortError. */
+  signal?: AbortSignal
+  /** ms the call may run once a thread has started it (0 = no limit); replaces `taskTimeout`. */
+  timeout?: number
+  /** ArrayBuffers (and MessagePorts) in the arguments to move rather than copy: the caller's are emptied. */
+  transferList?: ReadonlyArray<ArrayBuffer | import('node:worker_threads').MessagePort>
+}
+
+/** Runs defined functions in the pool. */
+export interface BlockingRunner {
   /** Runs a function made with defineHandler or defineTask in the pool and resolves to its return value. */
   run<A extends unknown[], R> (fn: (...args: A) => R, ...args: A): Promise<Awaited<R>>
+  /** `run()` with options: a signal, a timeout, a transfer list. */
+  runWith<A extends unknown[], R> (options: RunOptions, fn: (...args: A) => R, ...args: A): Promise<Awaited<R>>
+}
+
+/**
+ * `request.blocking`: `run()` and `runWith()` bound to the request, cancelled
+ * (AbortError) when its client goes away before the call starts, and logged
+ * with its reqId.
+ */
+export type RequestBlocking = BlockingRunner
+
+export interface BlockingDecorator extends BlockingRunner {
   stats (): BlockingStats
   /**
    * With `queue`: adds a durable job for `task` (made with defineTask), with BullMQ job options

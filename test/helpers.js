@@ -1,4 +1,5 @@
 // Shared by the tests: every behaviour is proved on both pools.
+import { request as httpRequest } from 'node:http'
 import { Writable } from 'node:stream'
 import Fastify from 'fastify'
 import blocking from 'fastify-blocking'
@@ -72,4 +73,29 @@ async function flushWorkerCoverage (app) {
   }
   const sab = new SharedArrayBuffer(4)
   await Promise.allSettled(Array.from({ length: threads }, () => app.blocking.run(flushCoverage, sab, threads)))
+}
+
+/** GETs over a real socket; resolves with the response (not yet read). */
+export function get (port, path) {
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path }, resolve)
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+/** Reads a response whole; `complete` is false when the connection was cut before the body's end. */
+export function readAll (res) {
+  return new Promise((resolve) => {
+    const chunks = []
+    res.on('data', (c) => chunks.push(c))
+    res.on('end', () => resolve({ body: Buffer.concat(chunks).toString(), complete: res.complete }))
+    res.on('error', () => resolve({ body: Buffer.concat(chunks).toString(), complete: false }))
+    res.on('aborted', () => {})
+  })
+}
+
+export async function listen (app) {
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  return app.server.address().port
 }

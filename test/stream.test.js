@@ -1,32 +1,6 @@
 import { test } from 'tap'
-import { request as httpRequest } from 'node:http'
-import { build, pools, until } from './helpers.js'
+import { build, get, listen, pools, readAll, until } from './helpers.js'
 import * as s from './fixtures/streams.js'
-
-/** GETs over a real socket; resolves with the response (not yet read). */
-function get (port, path) {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port, path }, resolve)
-    req.on('error', reject)
-    req.end()
-  })
-}
-
-/** Reads a response whole; `complete` is false when the connection was cut before the body's end. */
-function readAll (res) {
-  return new Promise((resolve) => {
-    const chunks = []
-    res.on('data', (c) => chunks.push(c))
-    res.on('end', () => resolve({ body: Buffer.concat(chunks).toString(), complete: res.complete }))
-    res.on('error', () => resolve({ body: Buffer.concat(chunks).toString(), complete: false }))
-    res.on('aborted', () => {})
-  })
-}
-
-async function listen (app) {
-  await app.listen({ port: 0, host: '127.0.0.1' })
-  return app.server.address().port
-}
 
 for (const pool of pools) {
   test(`${pool}: every yielded chunk arrives in order, with the status and headers set before the first`, async (t) => {
@@ -101,6 +75,7 @@ for (const pool of pools) {
     const warn = app.logs.find((l) => l.msg === 'about to fail')
     t.ok(line.reqId)
     t.equal(warn.reqId, line.reqId, 'worker logs and the error share the reqId')
+    t.equal(app.logs.filter((l) => l.err?.message === 'broke mid-stream').length, 1, 'the error is logged once')
     const first = await get(port, '/first')
     t.equal(first.statusCode, 404, 'an error before the first chunk goes through the error handler')
     t.match(JSON.parse((await readAll(first)).body), { message: 'nothing to stream' })

@@ -73,6 +73,8 @@ export class Outbox {
 export interface Session {
   /** Names handler numbers `from`, `from + 1`, ... */
   name: (from: number, names: string[]) => void
+  /** Sets the configs of route numbers `from`, `from + 1`, ... */
+  configure: (from: number, configs: unknown[]) => void
   /** Starts a task: its outcome now, or a promise of it. */
   start: (task: Task) => unknown
 }
@@ -93,6 +95,7 @@ export function serve (port: MessagePort, times: Float64Array, session: Session,
       switch (message.type) {
         case 'channel:tasks':
           if (message.names !== undefined) session.name(message.from ?? 0, message.names)
+          if (message.configs !== undefined) session.configure(message.configsFrom ?? 0, message.configs)
           for (const task of message.tasks) {
             outbox.flushIfStale()
             const result = session.start(task)

@@ -96,3 +96,108 @@ function find (value: unknown, path: string[], seen: Set<object> | undefined): s
   return undefined
 }
 
+
+/**
+ * A returned value as the plain data that goes back to be serialized as
+ * JSON: objects whose prototype is Object.prototype or null, arrays,
+ * primitives, Dates, typed arrays, Maps and Sets (whose JSON is `{}`, as
+ * inline). A value with a `toJSON()` method (a class instance, a nested
+ * Buffer) is replaced by what it returns, as JSON.stringify would do, so the
+ * main thread serializes the same thing. Any other object (a class instance
+ * without toJSON, a socket, a stream nested in the value) is refused: its
+ * fields, internals included, are never sent. Returns the value (the same
+ * reference unless something was replaced) or throws a NotPlainData.
+ */
+export function plainData (value: unknown): unknown {
+  const path: string[] = []
+  try {
+    return plain(value, '', path, undefined)
+  } catch (err) {
+    if (err instanceof NotPlainData) {
+      err.message = path.length === 0 ? err.message : `at ${path.reverse().join('')}: ${err.message}`
+    }
+    throw err
+  }
+}
+
+export class NotPlainData extends Error {}
+
+function describe (obj: object): string {
+  const name = (obj.constructor as Function | undefined)?.name
+  return name === undefined || name === '' ? 'an object with a prototype' : `a ${name}`
+}
+
+function plain (value: unknown, key: string, path: string[], seen: Set<object> | undefined): unknown {
+  if (typeof value !== 'object' || value === null) {
+    if (typeof value === 'function' || typeof value === 'symbol') throw new NotPlainData(find(value, path, undefined)!)
+    return value
+  }
+  const obj = value as Record<string, unknown>
+  if (Buffer.isBuffer(obj)) return obj.toJSON()
+  if (ArrayBuffer.isView(obj) || obj instanceof ArrayBuffer || obj instanceof Date) return obj
+  if (obj instanceof Map || obj instanceof Set || obj instanceof RegExp || obj instanceof Error) {
+    const problem = find(obj, path, undefined)
+    if (problem !== undefined) throw new NotPlainData(problem)
+    return obj
+  }
+  const proto = Object.getPrototypeOf(obj) as object | null
+  const isArray = Array.isArray(obj)
+  if (typeof obj.toJSON === 'function') return plain(obj.toJSON(key), key, path, seen)
+  if (!isArray && proto !== Object.prototype && proto !== null) {
+    const problem = find(obj, [], undefined)
+    if (problem !== undefined && !problem.startsWith('at ')) throw new NotPlainData(problem)
+    const stream = typeof obj.pipe === 'function' || typeof obj.getReader === 'function'
+    throw new NotPlainData(`${describe(obj)} is not plain data` + (stream
+      ? ' (a stream is streamed only when it is the value returned)'
+      : ': return a plain object, or give its class a toJSON() method'))
+  }
+  seen ??= new Set()
+  if (seen.has(obj)) return obj
+  seen.add(obj)
+  if (isArray) {
+    let copy: unknown[] | undefined
+    const array = obj as unknown as unknown[]
+    for (let i = 0; i < array.length; i++) {
+      const item = array[i]
+      let out: unknown
+      try {
+        out = plain(item, String(i), path, seen)
+      } catch (err) {
+        path.push(`[${i}]`)
+        throw err
+      }
+      if (out !== item) (copy ??= array.slice())[i] = out
+    }
+    return copy ?? obj
+  }
+  let copy: Record<string, unknown> | undefined
+  for (const k in obj) {
+    if (!Object.hasOwn(obj, k)) continue
+    const item = obj[k]
+    let out: unknown
+    try {
+      out = plain(item, k, path, seen)
+    } catch (err) {
+      path.push(`.${k}`)
+      throw err
+    }
+    if (out !== item) (copy ??= proto === null ? Object.assign(Object.create(null) as Record<string, unknown>, obj) : { ...obj })[k] = out
+  }
+  return copy ?? obj
+}
+
+/**
+ * What of a route's `config` can cross threads: values that cannot (functions,
+ * class instances holding them) are left out, key by key, at any depth.
+ */
+export function cloneablePart (value: unknown): unknown {
+  if (uncloneable(value) === undefined) return value
+  if (value === null || typeof value !== 'object') return undefined
+  if (Array.isArray(value)) return value.map((item) => cloneablePart(item))
+  const out: Record<string, unknown> = {}
+  for (const key of Object.keys(value)) {
+    const part = cloneablePart((value as Record<string, unknown>)[key])
+    if (part !== undefined) out[key] = part
+  }
+  return out
+}

@@ -17,7 +17,8 @@ import type { WorkerFile } from '../lib/types.js'
 import { PartScanner } from './multipart-scan.js'
 import type { UploadControl, UploadMessage, UploadSpec } from './protocol.js'
 
-export type ParsedFile = WorkerFile
+/** A WorkerFile while it is parsed: `buffer` or `path` is set once its part has ended. */
+export type ParsedFile = Omit<WorkerFile, 'buffer' | 'path'> & { buffer?: Buffer, path?: string }
 
 /** Bytes of credit the worker gives back at once: a quarter of the main thread's 1 MiB window. */
 const CREDIT_BATCH = 262_144

@@ -1,5 +1,5 @@
 // What a function returned or threw, made ready to cross back to the main thread.
-import { copyBytes, uncloneable } from './clone.js'
+import { copyBytes, NotPlainData, plainData, uncloneable } from './clone.js'
 import { PayloadKind, type LogLine, type Outcome, type SerializedError } from './protocol.js'
 
 /**
@@ -18,7 +18,7 @@ export type Outbound = Outcome & { [kTransfer]?: ArrayBuffer[] }
  * emptied. `transfer` holds buffers already copied for the outcome (arguments
  * of background tasks).
  */
-export function toOutcome (value: unknown, outcome: Outbound, transfer?: ArrayBuffer[]): Outbound {
+export function toOutcome (value: unknown, outcome: Outbound, transfer?: ArrayBuffer[], check: (value: unknown) => unknown = plainData): Outbound {
   if (value === undefined) {
     outcome.kind = PayloadKind.Empty
   } else if (typeof value === 'string') {
@@ -30,21 +30,30 @@ export function toOutcome (value: unknown, outcome: Outbound, transfer?: ArrayBu
     outcome.value = copy
     transfer = transfer === undefined ? [copy.buffer as ArrayBuffer] : [...transfer, copy.buffer as ArrayBuffer]
   } else {
-    let problem: string | undefined
+    let plain: unknown
     try {
-      problem = uncloneable(value)
+      plain = check(value)
     } catch (err) {
-      // A getter (or a Proxy trap) that throws: structured cloning would throw too.
-      problem = `reading it threw: ${serializeError(err).message}`
-    }
-    if (problem !== undefined) {
-      return errorOutcome({ name: 'DataCloneError', message: problem }, outcome.logs)
+      // A getter (or a Proxy trap, or a toJSON()) that throws is reported as what it threw.
+      const message = err instanceof NotPlainData ? err.message : `reading it threw: ${serializeError(err).message}`
+      return errorOutcome({ name: 'DataCloneError', message }, outcome.logs)
     }
     outcome.kind = PayloadKind.Json
-    outcome.value = value
+    outcome.value = plain
   }
   if (transfer !== undefined) outcome[kTransfer] = transfer
   return outcome
+}
+
+/**
+ * What app.blocking.run() returns goes back to the app's own code, never
+ * straight to a client: anything structured cloning keeps is fine (a class
+ * instance arrives as a plain object), unlike a handler's payload (plainData).
+ */
+export function cloneable (value: unknown): unknown {
+  const problem = uncloneable(value)
+  if (problem !== undefined) throw new NotPlainData(problem)
+  return value
 }
 
 /** A property of something thrown or returned: a getter that throws reads as undefined. */

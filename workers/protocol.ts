@@ -108,6 +108,12 @@ export interface RequestSnapshot {
   ip: string
   hostname: string
   protocol: 'http' | 'https'
+  /** The route's number on the channels: its `config` travels once per channel (ChannelDown.configs). */
+  route: number
+  /** The request properties named by `requestProperties`, cloned (an absent one is undefined). */
+  properties?: Record<string, unknown>
+  /** @fastify/cookie is registered: the worker's reply has setCookie() and clearCookie(). */
+  cookies?: true
 }
 
 export interface HandleTask {
@@ -219,7 +225,15 @@ export type ChannelDown =
    * Tasks to start, in order. `names[i]` is the identity (`moduleUrl#n`) of
    * handler number `from + i`: each number is named once per channel.
    */
-  | { type: 'channel:tasks', tasks: Task[], from?: number, names?: string[] }
+  | {
+    type: 'channel:tasks'
+    tasks: Task[]
+    from?: number
+    names?: string[]
+    /** `configs[i]` is the `config` of route number `configsFrom + i` (RequestSnapshot.route): each is sent once per channel. */
+    configsFrom?: number
+    configs?: unknown[]
+  }
   /** The thread is not needed for now: end the session (the pool may then end the thread). */
   | { type: 'channel:release' }
 
@@ -232,8 +246,8 @@ export type ChannelUp =
 
 /** Worker -> main, on a stream's port. */
 export type StreamMessage =
-  /** The first chunk carries the status and headers the handler set before its first yield. */
-  | { type: 'stream:chunk', chunk: Uint8Array, head?: Pick<Outcome, 'status' | 'headers'> }
+  /** The first chunk carries the status, headers and cookies the handler set before its first yield. */
+  | { type: 'stream:chunk', chunk: Uint8Array, head?: Head }
   /** The generator returned; `outcome` carries status and headers if no chunk came, and logs and background calls. */
   | { type: 'stream:end', outcome: Outcome }
   /** The generator threw (before or after its first chunk). */
@@ -262,7 +276,14 @@ export const PayloadKind = {
   /** The function threw; `value` is a SerializedError. */
   Error: 4,
   /** The task was cancelled before it started, and did not run. */
-  Skipped: 5
+  Skipped: 5,
+  /**
+   * The handler returned a stream (a Node Readable, a web ReadableStream, a
+   * generator object): `value` is a transferred MessagePort on which it flows
+   * as a generator handler's chunks do (StreamMessage), once the main thread
+   * grants credit. The task ends here; the stream goes on without a slot.
+   */
+  Stream: 6
 } as const
 export type PayloadKind = typeof PayloadKind[keyof typeof PayloadKind]
 
@@ -295,6 +316,18 @@ export interface Outcome {
   logs?: LogLine[]
   /** Background tasks the handler asked for. */
   background?: BackgroundCall[]
+  /** `reply.setCookie()` / `reply.clearCookie()` calls in the worker, replayed in order on the main thread. */
+  cookies?: CookieCall[]
+}
+
+/** What the worker's reply set that a response's head carries. */
+export type Head = Pick<Outcome, 'status' | 'headers' | 'cookies'>
+
+/** A cookie set (`value` given) or cleared (no `value`) in the worker, with @fastify/cookie's options. */
+export interface CookieCall {
+  name: string
+  value?: string
+  options?: Record<string, unknown>
 }
 
 export interface CheckOutcome {

@@ -1,12 +1,12 @@
 // The request and reply a blocking handler receives in the worker. Both are
 // cheap to make: signal and log are only built when the handler reads them.
-import { FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_NOT_CLONEABLE, FST_BLOCKING_NOT_SERIALIZABLE, FST_BLOCKING_QUEUE_FULL } from '../lib/errors.js'
+import { FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_NOT_CLONEABLE, FST_BLOCKING_NOT_IN_WORKER, FST_BLOCKING_NOT_SERIALIZABLE, FST_BLOCKING_QUEUE_FULL } from '../lib/errors.js'
 import { definitionOf } from '../lib/define.js'
 import { copyBytes, uncloneable } from './clone.js'
 import { encodeArgs } from './json.js'
-import { serializeError } from './outcome.js'
+import { kTransfer, serializeError, type Outbound } from './outcome.js'
 import { createSignal } from './signal.js'
-import { GAUGE_BACKGROUND_LIMIT, GAUGE_BACKGROUND_QUEUED, GAUGE_DURABLE, type BackgroundCall, type LogLine, type Outcome, type RequestSnapshot } from './protocol.js'
+import { GAUGE_BACKGROUND_LIMIT, GAUGE_BACKGROUND_QUEUED, GAUGE_DURABLE, type BackgroundCall, type CookieCall, type Head, type LogLine, type Outcome, type RequestSnapshot } from './protocol.js'
 
 type Level = LogLine['level']
 const LEVELS: readonly Level[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal']
@@ -55,6 +55,11 @@ function loggable (obj: Record<string, unknown>, line: LogLine): void {
   line.obj = out
 }
 
+/**
+ * The worker's request. Its own properties are the contract's names only
+ * (plus the properties `requestProperties` names): what it needs of the
+ * plugin (the slot, the reply's log lines) is private.
+ */
 export class WorkerRequest {
   readonly id: string
   readonly method: string
@@ -67,11 +72,15 @@ export class WorkerRequest {
   readonly ip: string
   readonly hostname: string
   readonly protocol: 'http' | 'https'
-  files?: unknown[]
+  readonly routeOptions: { readonly config: unknown }
+  declare files?: unknown[]
+  readonly #logs: LogLine[]
+  readonly #state: Int32Array
+  readonly #slot: number
   #signal: AbortSignal | undefined
   #log: Record<Level, (a: unknown, b?: unknown) => void> | undefined
 
-  constructor (snapshot: RequestSnapshot, private readonly reply: WorkerReply, private readonly state: Int32Array, private readonly slot: number) {
+  constructor (snapshot: RequestSnapshot, config: unknown, reply: WorkerReply, state: Int32Array, slot: number) {
     this.id = snapshot.id
     this.method = snapshot.method
     this.url = snapshot.url
@@ -83,15 +92,21 @@ export class WorkerRequest {
     this.ip = snapshot.ip
     this.hostname = snapshot.hostname
     this.protocol = snapshot.protocol
+    this.routeOptions = { config }
+    // Names were checked at startup not to shadow the request's own (options.ts).
+    if (snapshot.properties !== undefined) Object.assign(this, snapshot.properties)
+    this.#logs = logsOf(reply)
+    this.#state = state
+    this.#slot = slot
   }
 
   get signal (): AbortSignal {
-    this.#signal ??= createSignal(this.state, this.slot)
+    this.#signal ??= createSignal(this.#state, this.#slot)
     return this.#signal
   }
 
   get log (): Record<Level, (a: unknown, b?: unknown) => void> {
-    this.#log ??= createLogger(this.reply.logs)
+    this.#log ??= createLogger(this.#logs)
     return this.#log
   }
 }
@@ -124,21 +139,101 @@ export function prepareArgs (label: string, args: unknown[], transfer: ArrayBuff
   return buffers
 }
 
-export class WorkerReply {
-  #status: number | undefined = undefined
-  #headers: Record<string, string | number | string[]> | undefined = undefined
-  #background: BackgroundCall[] | undefined = undefined
-  readonly logs: LogLine[] = []
+/** What a worker's reply collects, out of the handler's sight. */
+interface ReplyState {
+  status?: number
+  headers?: Record<string, string | number | string[]>
+  background?: BackgroundCall[]
+  cookies?: CookieCall[]
+  readonly logs: LogLine[]
   /** Buffers the outcome moves instead of copying. */
-  readonly transfer: ArrayBuffer[] = []
+  readonly transfer: ArrayBuffer[]
+  readonly gauges: Int32Array
+}
 
-  constructor (private readonly gauges: Int32Array) {}
+let stateOf: (reply: WorkerReply) => ReplyState
+
+/** Lines written with request.log, in order. */
+export function logsOf (reply: WorkerReply): LogLine[] {
+  return stateOf(reply).logs
+}
+
+/** Buffers the outcome moves instead of copying (background tasks' arguments). */
+export function transferOf (reply: WorkerReply): ArrayBuffer[] | undefined {
+  const { transfer } = stateOf(reply)
+  return transfer.length > 0 ? transfer : undefined
+}
+
+/** The status, headers and cookies set so far (a stream's, at its first chunk). */
+export function headOf (reply: WorkerReply): Head {
+  const state = stateOf(reply)
+  const head: Head = {}
+  if (state.status !== undefined) head.status = state.status
+  if (state.headers !== undefined) head.headers = state.headers
+  if (state.cookies !== undefined) {
+    head.cookies = state.cookies
+    // Sent once: a stream's end does not set them again.
+    state.cookies = undefined
+  }
+  return head
+}
+
+/** The reply a request gets: with setCookie() and clearCookie() when the app has @fastify/cookie. */
+export function createReply (snapshot: RequestSnapshot, gauges: Int32Array): WorkerReply {
+  return snapshot.cookies === true ? new CookieReply(gauges) : new WorkerReply(gauges)
+}
+
+/**
+ * Copies what the handler set onto the outcome of a task whose stream goes
+ * on after it (a returned stream), and starts afresh: what is logged later
+ * goes with the stream's end, and nothing is sent twice.
+ */
+export function finishHead (reply: WorkerReply, outcome: Outbound): Outbound {
+  const state = stateOf(reply)
+  finish(reply, outcome)
+  // Background tasks' arguments, moved with this outcome.
+  outcome[kTransfer] = state.transfer.splice(0)
+  if (outcome.logs !== undefined) outcome.logs = outcome.logs.slice()
+  state.logs.length = 0
+  state.background = undefined
+  state.status = undefined
+  state.headers = undefined
+  state.cookies = undefined
+  return outcome
+}
+
+/** Copies what the handler set onto the outcome. */
+export function finish (reply: WorkerReply, outcome: Outcome): Outcome {
+  const state = stateOf(reply)
+  if (state.background !== undefined) outcome.background = state.background
+  if (state.status !== undefined) outcome.status = state.status
+  if (state.headers !== undefined) outcome.headers = state.headers
+  if (state.cookies !== undefined) outcome.cookies = state.cookies
+  if (state.logs.length > 0) outcome.logs = state.logs
+  return outcome
+}
+
+/**
+ * The worker's reply: the contract's methods, on the prototype. Fastify's
+ * reply methods that cannot work here throw, saying what to do instead
+ * (NOT_IN_WORKER below).
+ */
+export class WorkerReply {
+  readonly #state: ReplyState
+
+  static {
+    stateOf = (reply) => reply.#state
+  }
+
+  constructor (gauges: Int32Array) {
+    this.#state = { logs: [], transfer: [], gauges }
+  }
 
   code (statusCode: number): this {
     if (!Number.isInteger(statusCode) || statusCode < 100 || statusCode > 599) {
       throw new RangeError(`reply.code(): ${String(statusCode)} is not a valid HTTP status code`)
     }
-    this.#status = statusCode
+    this.#state.status = statusCode
     return this
   }
 
@@ -151,8 +246,8 @@ export class WorkerReply {
     // Checked here: a value the pool cannot send back would end the thread.
     const problem = uncloneable(value)
     if (problem !== undefined) throw new FST_BLOCKING_NOT_CLONEABLE(`reply.header('${name}'): the value cannot be sent to the main thread: ${problem}`)
-    this.#headers ??= {}
-    this.#headers[name.toLowerCase()] = value
+    this.#state.headers ??= {}
+    this.#state.headers[name.toLowerCase()] = value
     return this
   }
 
@@ -175,34 +270,92 @@ export class WorkerReply {
       throw new FST_BLOCKING_HANDLER_NOT_DEFINED('reply.background(task): task was not made with defineTask, so a worker cannot find it')
     }
     const label = `reply.background(${definition.name})`
-    if (Atomics.load(this.gauges, GAUGE_BACKGROUND_QUEUED) >= Atomics.load(this.gauges, GAUGE_BACKGROUND_LIMIT)) {
+    const { gauges } = this.#state
+    if (Atomics.load(gauges, GAUGE_BACKGROUND_QUEUED) >= Atomics.load(gauges, GAUGE_BACKGROUND_LIMIT)) {
       throw new FST_BLOCKING_QUEUE_FULL(`${label}: the background queue is full`)
     }
-    if (Atomics.load(this.gauges, GAUGE_DURABLE) === 1) {
+    if (Atomics.load(gauges, GAUGE_DURABLE) === 1) {
       const { problem } = encodeArgs(args)
       if (problem !== undefined) throw new FST_BLOCKING_NOT_SERIALIZABLE(`${label}: ${problem} (a durable task's arguments are stored as JSON)`)
     }
-    const buffers = prepareArgs(label, args, this.transfer)
+    const buffers = prepareArgs(label, args, this.#state.transfer)
     const call: BackgroundCall = { fn: definition.id, args }
     if (buffers !== undefined) call.buffers = buffers
-    ;(this.#background ??= []).push(call)
+    ;(this.#state.background ??= []).push(call)
+    return this
+  }
+}
+
+/** Queues a cookie call, replayed by @fastify/cookie on the main thread (signing included). */
+function queueCookie (reply: WorkerReply, method: string, name: string, value: string | undefined, options: unknown): void {
+  if (typeof name !== 'string' || name === '') throw new TypeError(`reply.${method}(): name must be a non-empty string`)
+  const call: CookieCall = { name }
+  if (value !== undefined) call.value = value
+  if (options !== undefined) {
+    if (options === null || typeof options !== 'object') throw new TypeError(`reply.${method}('${name}'): options must be an object`)
+    const problem = uncloneable(options)
+    if (problem !== undefined) {
+      throw new FST_BLOCKING_NOT_CLONEABLE(`reply.${method}('${name}'): the options cannot be sent to the main thread: ${problem.replace(/^at /, 'at options')}`)
+    }
+    call.options = options as Record<string, unknown>
+  }
+  const state = stateOf(reply)
+  ;(state.cookies ??= []).push(call)
+}
+
+/** The reply of a request on an app that has @fastify/cookie. */
+export class CookieReply extends WorkerReply {
+  setCookie (name: string, value: string, options?: Record<string, unknown>): this {
+    if (typeof value !== 'string') throw new TypeError(`reply.setCookie('${String(name)}'): value must be a string`)
+    queueCookie(this, 'setCookie', name, value, options)
     return this
   }
 
-  /** The status and headers set so far (a stream's, at its first chunk). */
-  head (): Pick<Outcome, 'status' | 'headers'> {
-    const head: Pick<Outcome, 'status' | 'headers'> = {}
-    if (this.#status !== undefined) head.status = this.#status
-    if (this.#headers !== undefined) head.headers = this.#headers
-    return head
+  clearCookie (name: string, options?: Record<string, unknown>): this {
+    queueCookie(this, 'clearCookie', name, undefined, options)
+    return this
   }
+}
 
-  /** Copies what the handler set onto the outcome. */
-  finish (outcome: Outcome): Outcome {
-    if (this.#background !== undefined) outcome.background = this.#background
-    if (this.#status !== undefined) outcome.status = this.#status
-    if (this.#headers !== undefined) outcome.headers = this.#headers
-    if (this.logs.length > 0) outcome.logs = this.logs
-    return outcome
-  }
+/** What to do instead of each of Fastify's reply members that a worker's reply does not have. */
+const NOT_IN_WORKER: Record<string, string> = {
+  send: 'return the payload from the handler instead (or yield chunks from a generator handler)',
+  serialize: 'return the value: the route\'s serializer runs on the main thread',
+  getHeader: 'headers set by hooks stay on the main thread; set yours with reply.header()',
+  getHeaders: 'headers set by hooks stay on the main thread; set yours with reply.headers()',
+  hasHeader: 'headers set by hooks stay on the main thread; set yours with reply.header()',
+  removeHeader: 'headers set by hooks stay on the main thread; remove them in an onSend hook',
+  hijack: 'the socket stays on the main thread; use an inline handler to take it over',
+  callNotFound: 'throw an error whose statusCode is 404 instead',
+  sendFile: 'return fs.createReadStream(path) instead: a returned stream is streamed',
+  download: 'return fs.createReadStream(path) with reply.header(\'content-disposition\', ...) instead',
+  view: 'render in the worker and return the string, with reply.type(\'text/html\')',
+  trailer: 'trailers are not supported in a worker',
+  writeEarlyHints: 'send early hints from a hook on the main thread',
+  setCookie: 'register @fastify/cookie on the app: then the worker\'s reply has it',
+  clearCookie: 'register @fastify/cookie on the app: then the worker\'s reply has it'
+}
+const PROPERTIES_NOT_IN_WORKER: Record<string, string> = {
+  raw: 'the response stays on the main thread; return the payload instead',
+  request: 'use the handler\'s first argument',
+  log: 'use request.log: its lines reach the app\'s logger with the request\'s reqId',
+  server: 'the app stays on the main thread'
+}
+
+function notInWorker (member: string, advice: string): Error {
+  return new FST_BLOCKING_NOT_IN_WORKER(`${member} is not available in a blocking handler, which runs in a worker thread: ${advice}`)
+}
+
+for (const [name, advice] of Object.entries(NOT_IN_WORKER)) {
+  Object.defineProperty(WorkerReply.prototype, name, {
+    value: function () { throw notInWorker(`reply.${name}()`, advice) },
+    writable: true,
+    configurable: true
+  })
+}
+for (const [name, advice] of Object.entries(PROPERTIES_NOT_IN_WORKER)) {
+  Object.defineProperty(WorkerReply.prototype, name, {
+    get () { throw notInWorker(`reply.${name}`, advice) },
+    configurable: true
+  })
 }

@@ -12,12 +12,14 @@ import {
   SLOT_START_F64,
   SLOT_STATE,
   SlotState,
+  type Head,
   type Outcome,
   type StreamControl,
   type StreamMessage,
   type StreamTask
 } from './protocol.js'
-import { WorkerReply, WorkerRequest } from './request.js'
+import { MessageChannel, type MessagePort } from 'node:worker_threads'
+import { createReply, finish, headOf, logsOf, transferOf, WorkerRequest, type WorkerReply } from './request.js'
 
 const encoder = new TextEncoder()
 
@@ -103,17 +105,64 @@ class Coalescer {
 }
 
 type Gen = Generator<unknown, unknown, undefined> | AsyncGenerator<unknown, unknown, undefined>
+type Source = Pick<AsyncIterator<unknown, unknown, undefined>, 'next' | 'return'> | Gen
 
-export async function runStream (task: StreamTask, fn: Function, state: Int32Array, start: Float64Array, gauges: Int32Array): Promise<Outcome> {
-  const { port, slot } = task
-  const stateIndex = slot * SLOT_INTS + SLOT_STATE
-  const startIndex = slot * (SLOT_INTS / 2) + SLOT_START_F64
-  const reply = new WorkerReply(gauges)
-  const request = new WorkerRequest(task.request, reply, state, slot)
-  let credit = task.highWaterMark
+/** Where a stream's slot is, when it has one (a generator handler's task); a returned stream has none. */
+interface Slot {
+  state: Int32Array
+  start: Float64Array
+  slot: number
+}
+
+export function runStream (task: StreamTask, fn: Function, state: Int32Array, start: Float64Array, gauges: Int32Array, config: unknown): Promise<Outcome> {
+  const reply = createReply(task.request, gauges)
+  const request = new WorkerRequest(task.request, config, reply, state, task.slot)
+  return pump(task.port, task.highWaterMark, { state, start, slot: task.slot }, reply, () => fn(request, reply) as Gen)
+}
+
+/** A Node Readable (or a look-alike from the readable-stream package), a web ReadableStream, or a generator object. */
+export function isStream (value: unknown): boolean {
+  if (value === null || typeof value !== 'object') return false
+  if (value instanceof ReadableStream) return true
+  const obj = value as Record<string | symbol, unknown>
+  if (typeof obj[Symbol.asyncIterator] !== 'function') {
+    const tag = Object.prototype.toString.call(value)
+    return tag === '[object Generator]'
+  }
+  return typeof obj.pipe === 'function' || Object.prototype.toString.call(value) === '[object AsyncGenerator]'
+}
+
+/** Active streams that a handler returned: the thread's session waits for them before it ends. */
+export const handedOff = new Set<Promise<Outcome>>()
+
+/**
+ * A stream a handler returned: it flows on a port of its own, the way a
+ * generator handler's chunks do, once the main thread grants credit. Returns
+ * the port to send back in the task's outcome.
+ */
+export function handOff (value: unknown, reply: WorkerReply): MessagePort {
+  const { port1, port2 } = new MessageChannel()
+  const source = (value instanceof ReadableStream || typeof (value as { pipe?: unknown }).pipe === 'function')
+    ? (value as AsyncIterable<unknown>)[Symbol.asyncIterator]() as Source
+    : value as Gen
+  // Status and headers went with the task's outcome: what is set later is not sent.
+  const done = pump(port1, 0, undefined, reply, () => source)
+  handedOff.add(done)
+  void done.finally(() => handedOff.delete(done))
+  return port2
+}
+
+async function pump (port: MessagePort, initialCredit: number, at: Slot | undefined, reply: WorkerReply, open: () => Source): Promise<Outcome> {
+  const stateIndex = at === undefined ? -1 : at.slot * SLOT_INTS + SLOT_STATE
+  const startIndex = at === undefined ? -1 : at.slot * (SLOT_INTS / 2) + SLOT_START_F64
+  let credit = initialCredit
   let cancelled = false
   let wake: (() => void) | undefined
   let protocolError: Error | undefined
+  const isCancelled = (): boolean => cancelled || (at !== undefined && Atomics.load(at.state, stateIndex) === SlotState.Cancelled)
+  const restartClock = (): void => {
+    if (at !== undefined) at.start[startIndex] = now()
+  }
 
   port.on('message', (message: StreamControl) => {
     if (message.type === 'stream:more') credit += message.credit
@@ -134,13 +183,13 @@ export async function runStream (task: StreamTask, fn: Function, state: Int32Arr
   // the first of them has waited COALESCE_MS, the credit is spent, the
   // generator waits for something (a turn of the event loop) or ends.
   const pending = new Coalescer()
-  let head: Pick<Outcome, 'status' | 'headers'> | undefined
+  let head: Head | undefined
   let sentFirst = false
   const send = (chunk: Uint8Array): void => {
     const message: StreamMessage = { type: 'stream:chunk', chunk }
     if (!sentFirst) {
       sentFirst = true
-      message.head = head
+      if (at !== undefined) message.head = head
     }
     post(message, [chunk.buffer as ArrayBuffer])
   }
@@ -150,38 +199,47 @@ export async function runStream (task: StreamTask, fn: Function, state: Int32Arr
     if (!cancelled) pending.flushTo(send)
   }
 
-  let gen: Gen | undefined
+  let gen: Source | undefined
+  // A returned stream is read at once, before any credit comes: a Readable's
+  // iterator listens for its errors from its first next() only (an error
+  // before it would end the thread).
+  let ahead: Promise<IteratorResult<unknown>> | undefined
   try {
-    gen = fn(request, reply) as Gen
+    gen = open()
+    if (at === undefined) {
+      ahead = Promise.resolve(gen.next())
+      ahead.catch(() => {})
+    }
     for (;;) {
       if (protocolError !== undefined) throw protocolError
-      if (cancelled || Atomics.load(state, stateIndex) === SlotState.Cancelled) {
+      if (isCancelled()) {
         cancelled = true
-        // Runs the generator's finally blocks.
-        await gen.return(undefined)
+        // Runs the generator's finally blocks (destroys a Readable).
+        await gen.return?.(undefined)
         break
       }
       if (credit <= 0) {
         pending.flushTo(send)
         // Waiting for the client: the timeout clock stops (see the scheduler),
         // and this thread is free for other tasks.
-        Atomics.compareExchange(state, stateIndex, SlotState.Running, SlotState.Waiting)
+        if (at !== undefined) Atomics.compareExchange(at.state, stateIndex, SlotState.Running, SlotState.Waiting)
         await new Promise<void>((resolve) => { wake = resolve })
         wake = undefined
-        start[startIndex] = now()
+        restartClock()
         // Fails if the task was cancelled meanwhile: the next turn sees it.
-        Atomics.compareExchange(state, stateIndex, SlotState.Waiting, SlotState.Running)
+        if (at !== undefined) Atomics.compareExchange(at.state, stateIndex, SlotState.Waiting, SlotState.Running)
         continue
       }
-      const step = await gen.next()
+      const step = await (ahead ?? gen.next())
+      ahead = undefined
       if (step.done === true) break
       // Status and headers are the response's as they were at the first yield.
-      head ??= reply.head()
+      head ??= headOf(reply)
       const size = pending.add(step.value, send)
       if (size === 0) continue
       credit -= size
       // taskTimeout counts the time between chunks.
-      start[startIndex] = now()
+      restartClock()
       if (pending.length > 0) {
         if (performance.now() - pending.since >= COALESCE_MS) {
           pending.flushTo(send)
@@ -194,20 +252,24 @@ export async function runStream (task: StreamTask, fn: Function, state: Int32Arr
     }
     if (!cancelled) {
       pending.flushTo(send)
-      post({ type: 'stream:end', outcome: reply.finish({ kind: PayloadKind.Empty }) }, reply.transfer.length > 0 ? reply.transfer : undefined)
+      post({ type: 'stream:end', outcome: finish(reply, { kind: PayloadKind.Empty }) }, transferOf(reply))
     }
   } catch (err) {
     if (!cancelled) {
       // What the generator yielded before it threw still goes first.
       pending.flushTo(send)
-      post({ type: 'stream:error', outcome: errorOutcome(err, reply.logs.length > 0 ? reply.logs : undefined) })
+      const logs = logsOf(reply)
+      post({ type: 'stream:error', outcome: errorOutcome(err, logs.length > 0 ? logs : undefined) })
     }
   } finally {
-    port.close()
+    // A returned stream's port is closed by the main thread, once it has read
+    // the last message: closed from here, its 'close' could come first.
+    if (at !== undefined || cancelled) port.close()
   }
   // The port may be closed (the client went away): what the handler logged goes back with the task.
   if (!cancelled) return { kind: PayloadKind.Empty }
   const skipped: Outcome = { kind: PayloadKind.Skipped }
-  if (reply.logs.length > 0) skipped.logs = reply.logs
+  const logs = logsOf(reply)
+  if (logs.length > 0) skipped.logs = logs
   return skipped
 }

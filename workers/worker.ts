@@ -8,7 +8,7 @@ import { threadId, workerData } from 'node:worker_threads'
 import { definedIn, lookup, moduleOf } from '../lib/define.js'
 import { load } from './loader.js'
 import { serve } from './channel.js'
-import { errorOutcome, serializeError, toOutcome } from './outcome.js'
+import { cloneable, errorOutcome, kTransfer, serializeError, toOutcome, type Outbound } from './outcome.js'
 import {
   now,
   PayloadKind,
@@ -30,8 +30,8 @@ import {
   type Task,
   type WorkerData
 } from './protocol.js'
-import { asBuffer, WorkerReply, WorkerRequest } from './request.js'
-import { runStream } from './stream.js'
+import { asBuffer, createReply, finish, finishHead, logsOf, transferOf, WorkerRequest } from './request.js'
+import { handedOff, handOff, isStream, runStream } from './stream.js'
 import { parseUpload, removeSpooled, type ParsedUpload } from './multipart.js'
 import { copyBytes } from './clone.js'
 
@@ -72,6 +72,8 @@ function claim (slot: number): boolean {
 
 /** Handler identities by number, as the channel named them. */
 const names: string[] = []
+/** Route configs by route number, as the channel sent them. */
+const configs: unknown[] = []
 /** Functions by number, once found. */
 const found: Array<Function | undefined> = []
 
@@ -145,20 +147,31 @@ function handle (task: HandleTask, fn: Function): unknown {
 }
 
 function invoke (task: HandleTask, fn: Function, upload: ParsedUpload | undefined): unknown {
-  const reply = new WorkerReply(gauges)
-  const request = new WorkerRequest(task.request, reply, state, task.slot)
+  const reply = createReply(task.request, gauges)
+  const request = new WorkerRequest(task.request, configs[task.request.route], reply, state, task.slot)
   if (upload !== undefined) {
     request.body = upload.fields
     request.files = upload.files
   }
-  const failed = (err: unknown): Outcome => errorOutcome(err, reply.logs.length > 0 ? reply.logs : undefined)
+  const logs = logsOf(reply)
+  const failed = (err: unknown): Outcome => errorOutcome(err, logs.length > 0 ? logs : undefined)
   let result: unknown
   try {
     result = fn(request, reply)
   } catch (err) {
     return failed(err)
   }
-  return settled(result, (value) => toOutcome(value, reply.finish({ kind: PayloadKind.Empty }), reply.transfer.length > 0 ? reply.transfer : undefined), failed)
+  return settled(result, (value) => {
+    if (isStream(value)) {
+      // A returned stream flows on a port of its own, as a generator's chunks do.
+      const outcome: Outbound = finishHead(reply, { kind: PayloadKind.Stream })
+      const port = handOff(value, reply)
+      outcome.value = port
+      outcome[kTransfer]!.push(port as unknown as ArrayBuffer)
+      return outcome
+    }
+    return toOutcome(value, finish(reply, { kind: PayloadKind.Empty }), transferOf(reply))
+  }, failed)
 }
 
 /** Parses the body, runs the handler, and deletes spooled files once it is done, whatever happened. */
@@ -208,7 +221,7 @@ async function parse (task: ParseTask): Promise<unknown> {
         file.buffer = copy as Buffer
       }
     }
-    return toOutcome({ fields, files }, { kind: PayloadKind.Empty }, transfer.length > 0 ? transfer : undefined)
+    return toOutcome({ fields, files }, { kind: PayloadKind.Empty }, transfer.length > 0 ? transfer : undefined, cloneable)
   } catch (err) {
     return errorOutcome(err, undefined)
   }
@@ -224,7 +237,7 @@ function run (task: RunTask, fn: Function): unknown {
   } catch (err) {
     return errorOutcome(err, undefined)
   }
-  return settled(result, (value) => toOutcome(value, { kind: PayloadKind.Empty }), (err) => errorOutcome(err, undefined))
+  return settled(result, (value) => toOutcome(value, { kind: PayloadKind.Empty }, undefined, cloneable), (err) => errorOutcome(err, undefined))
 }
 
 async function check (task: CheckTask): Promise<CheckOutcome> {
@@ -254,7 +267,7 @@ function dispatch (task: HandleTask | RunTask | StreamTask, fn: Function): unkno
         task.port.close()
         return SKIPPED
       }
-      return runStream(task, fn, state, start, gauges)
+      return runStream(task, fn, state, start, gauges, configs[task.request.route])
   }
 }
 
@@ -297,6 +310,11 @@ export default async function onSession (task: SessionTask): Promise<void> {
     name (from, given) {
       for (let i = 0; i < given.length; i++) names[from + i] = given[i]!
     },
+    configure (from, given) {
+      for (let i = 0; i < given.length; i++) configs[from + i] = given[i]
+    },
     start: startTask
   }, { type: 'channel:ready', threadId, ...(priorityRefused === undefined ? {} : { priorityRefused }) })
+  // Streams that handlers returned flow on after their tasks: the thread is not handed back before they end.
+  while (handedOff.size > 0) await Promise.allSettled([...handedOff])
 }

@@ -7,7 +7,9 @@ import blocking, {
   FST_BLOCKING_UNDER_PRESSURE,
   channels,
   type BlockingStats,
+  type MultipartBody,
   type TaskMessage,
+  type WorkerFile,
   type WorkerReply,
   type WorkerRequest
 } from '../../dist/lib/index.js'
@@ -81,6 +83,7 @@ app.post('/upload', async (request) => {
   expectType<string | string[] | undefined>(fields.name)
   expectType<number>(files[0]!.size)
   expectType<Buffer | undefined>(files[0]!.buffer)
+  expectType<string | string[] | undefined>(fields.tag)
   expectError(request.readMultipart({ limits: { fileSizes: 1 } }))
   return 'ok'
 })
@@ -106,3 +109,48 @@ await app.register(blocking, { priority: { requests: 0, background: 19 } })
 await app.register(blocking, { priority: { background: 10 } })
 expectError(app.register(blocking, { priority: { request: 1 } }))
 expectError(app.register(blocking, { priority: 'low' }))
+
+// A file is in memory or spooled, never neither: narrowing needs no `!`.
+export const files = defineHandler(import.meta.url, (request) => {
+  for (const file of request.files ?? []) {
+    if (file.buffer !== undefined) {
+      expectType<Buffer>(file.buffer)
+      expectType<undefined>(file.path)
+    } else {
+      expectType<string>(file.path)
+    }
+  }
+})
+expectError<WorkerFile>({ fieldname: 'f', filename: 'a', mimetype: 'text/plain', encoding: '7bit', size: 1 })
+
+// A repeated multipart field arrives as an array.
+export const multipartBody = defineHandler<{ Body: MultipartBody<{ tag: string, name: string }> }>(import.meta.url, (request) => {
+  expectType<string | string[]>(request.body.tag)
+  return Array.isArray(request.body.name) ? request.body.name[0] : request.body.name
+})
+
+// Route config, request properties, cookies, reply methods a worker lacks.
+declare module '../../dist/lib/index.js' {
+  interface WorkerRequestProperties {
+    user?: { id: number }
+  }
+}
+export const context = defineHandler(import.meta.url, (request, reply) => {
+  expectType<string>(request.routeOptions.config.url)
+  expectType<number | undefined>(request.user?.id)
+  expectType<WorkerReply>(reply.setCookie('a', 'b', { signed: true, maxAge: 60 }).clearCookie('c'))
+  expectError(reply.setCookie('a', 'b', { encode: (v: string) => v }))
+  expectError(reply.getHeader('x'))
+})
+await app.register(blocking, { requestProperties: ['user', 'cookies'] })
+expectError(app.register(blocking, { requestProperties: 'user' }))
+app.get('/ctx', { blocking: { requestProperties: ['user'] } }, context)
+
+// run() with options, and bound to a request.
+expectType<Promise<string>>(app.blocking.runWith({ signal: AbortSignal.timeout(10), timeout: 100, transferList: [new ArrayBuffer(1)] }, audit, 'login', 1))
+expectError(app.blocking.runWith({ timeout: '1s' }, audit, 'login', 1))
+app.get('/bound', async (request) => {
+  expectType<Promise<string>>(request.blocking.run(audit, 'event', 1))
+  expectType<Promise<string>>(request.blocking.runWith({ timeout: 10 }, audit, 'event', 1))
+  return 'ok'
+})

@@ -1,0 +1,89 @@
+// A returned stream is streamed like a generator; any other value must be
+// plain data: never the JSON of an object's internals.
+import t, { test } from 'tap'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { build, get, listen, pools, readAll, until } from './helpers.js'
+import * as c from './fixtures/context.js'
+
+const dir = mkdtempSync(join(tmpdir(), 'fastify-blocking-returned-'))
+const file = join(dir, 'data.txt')
+writeFileSync(file, 'x'.repeat(300_000) + 'end')
+
+t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+
+for (const pool of pools) {
+  test(`${pool}: a returned fs.createReadStream is streamed, with the head set before it`, async (t) => {
+    const app = await build(t, pool, { maxThreads: 1 })
+    app.get('/file', { blocking: { highWaterMark: 16_384 } }, c.fileStream)
+    const res = await app.inject(`/file?path=${encodeURIComponent(file)}`)
+    t.equal(res.statusCode, 200)
+    t.equal(res.headers['x-kind'], 'file')
+    t.match(res.headers['content-type'], /^text\/plain/)
+    t.equal(res.body.length, 300_003)
+    t.ok(res.body.endsWith('end'))
+    t.notOk(res.body.includes(dir), 'no server path in the body')
+    const missing = await app.inject(`/file?path=${encodeURIComponent(join(dir, 'nope'))}`)
+    t.equal(missing.statusCode, 500, 'a stream that fails before its first chunk goes to the error handler')
+    t.match(missing.json().message, /ENOENT/)
+  })
+
+  test(`${pool}: a web ReadableStream and a generator object are streamed; logs keep their order`, async (t) => {
+    const app = await build(t, pool)
+    app.get('/web', { blocking: true }, c.webStream)
+    app.get('/gen', { blocking: true }, c.generatorObject)
+    t.equal((await app.inject('/web')).body, 'web,stream')
+    const gen = await app.inject('/gen')
+    t.equal(gen.body, 'gen,object')
+    const reqId = app.logs.find((l) => l.msg === 'before the stream').reqId
+    t.same(app.logs.filter((l) => l.reqId === reqId && /the stream$/.test(l.msg)).map((l) => l.msg), ['before the stream', 'inside the stream'])
+  })
+
+  test(`${pool}: a returned stream is paced by its client and destroyed when the client leaves`, async (t) => {
+    const app = await build(t, pool, { maxThreads: 1 })
+    app.get('/endless', { blocking: { highWaterMark: 65_536 } }, c.endless)
+    app.get('/destroyed', { blocking: true }, c.destroyedCount)
+    const port = await listen(app)
+    const res = await get(port, '/endless')
+    t.equal(res.statusCode, 200)
+    // Read a little, then leave.
+    await new Promise((resolve) => res.once('data', resolve))
+    res.destroy()
+    // Asked through the pool (one thread: the same one), until the worker has destroyed it.
+    let destroyed = 0
+    for (let i = 0; i < 10_000 && destroyed === 0; i++) destroyed = (await app.inject('/destroyed')).json()
+    t.equal(destroyed, 1, 'the worker destroyed the Readable')
+  })
+
+  test(`${pool}: an error after a returned stream's first chunk cuts the response, logged once`, async (t) => {
+    const app = await build(t, pool)
+    app.get('/failing', { blocking: true }, c.failingReadable)
+    const port = await listen(app)
+    const { body, complete } = await readAll(await get(port, '/failing'))
+    t.equal(body, 'first;')
+    t.equal(complete, false)
+    await until(() => app.logs.some((l) => l.err?.message === 'readable broke'), { what: 'the error log' })
+    await app.close()
+    t.equal(app.logs.filter((l) => l.err?.message === 'readable broke').length, 1, 'one line carries the error')
+  })
+
+  test(`${pool}: class instances are sent by their toJSON(), else refused; nothing internal is sent`, async (t) => {
+    const app = await build(t, pool, { maxThreads: 1 })
+    app.get('/i', { blocking: true }, c.instances)
+    const inline = JSON.parse(JSON.stringify({ user: { name: 'ada', kind: 'user' }, bytes: Buffer.from('hi'), when: new Date(0), list: [{ name: 'bob', kind: 'user' }] }))
+    t.same((await app.inject('/i?v=toJSON')).json(), inline, 'as JSON.stringify would send them inline')
+    for (const url of ['/i?v=socket', '/i?v=socket&nested=1']) {
+      const res = await app.inject(url)
+      t.equal(res.statusCode, 500)
+      t.equal(res.json().code, 'FST_BLOCKING_NOT_CLONEABLE')
+      t.match(res.json().message, /a Session is not plain data: return a plain object, or give its class a toJSON\(\) method/)
+      t.notOk(res.body.includes('internal'))
+    }
+    t.match((await app.inject('/i?v=socket&nested=1')).json().message, /at \.s: a Session/)
+    const stream = await app.inject(`/i?v=nestedStream&path=${encodeURIComponent(file)}`)
+    t.match(stream.json().message, /at \.file: a ReadStream is not plain data \(a stream is streamed only when it is the value returned\)/)
+    t.notOk(stream.body.includes(dir), 'the server path never reaches the client')
+    t.same((await app.inject('/i?v=map')).json(), { m: {}, n: { x: 1 } }, 'Maps and null-prototype objects are plain data')
+  })
+}
