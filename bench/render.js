@@ -120,6 +120,27 @@ ${sections.map((s) => `- ${s.letter}. ${s.scenario.title}: ${s.note}`).join('\n'
 
 ${table(['scenario', 'target', 'goal', 'measured: median (range)', 'verdict'], summary)}
 
+## Before and after the data plane
+
+Requests, streams and uploads moved onto a channel per thread, batched per event-loop turn,
+with coalesced streams and stepped credit (docs/internals.md, "Sessions and channels"). The
+*before* figures are this file's as of the previous release (\`node bench/run.js\`, same
+machine kind) and, where it did not measure them, the issue that asked for the change; the
+*after* figures are the sections below.
+
+| measure | before | after |
+| --- | --- | --- |
+| /ok req/s vs piscina by hand (piscina / tinypool) | 0.85x / 0.78x | see b. (1.29x / 1.16x when this table was written) |
+| main thread µs per /ok request vs inline | ~2.2x (103 vs 47 µs, issue) | see b. (1.65x / 1.63x) |
+| 64 KiB chunks, one client, MiB/s vs inline | 0.43x | see c. (0.83x) |
+| 64 KiB chunks, 4 clients, MiB/s vs inline | 0.65x (issue) | see c. (0.72x) |
+| CSV export, one row a yield, rows/s vs inline | 0.13x (issue) | see c. (2.1x–2.4x) |
+| fresh server, uploads: main thread minor page faults per MiB (floor: ~32) | ~82 | ~35 |
+
+The page faults were counted from \`/proc/<pid>/task/<pid>/stat\` over the first 32 uploads of
+8 MiB (4 at a time) of a new \`bench/servers/multipart.js\` process; the fresh-server ELU itself is
+in section d.
+
 ## Machine and method
 
 ${machineLines(newest.machine)}
