@@ -185,7 +185,3 @@ function percentiles (h: Timings): { p50: number, p99: number } {
   return { p50: h.percentile(50), p99: h.percentile(99) }
 }
 
-export function record (h: Timings, ms: number): void {
-  h.record(ms)
-}
-

@@ -21,7 +21,7 @@ import type { Transferable } from 'node:worker_threads'
 import type { PoolAdapter } from './pools/adapter.js'
 import { Threads, type Channel } from './threads.js'
 import { errorOf, observed, publishTask, type TaskOutcome } from './diagnostics.js'
-import { Entry, Lane, Phase, record, Timings, type Meter } from './lane.js'
+import { Entry, Lane, Phase, Timings, type Meter } from './lane.js'
 import type { LaneStats } from './types.js'
 import {
   GAUGE_BACKGROUND_LIMIT,
@@ -414,15 +414,15 @@ export class Scheduler {
     const lane = this.lanes[job.lane]
     const waited = entry.dispatchedAt - entry.enqueuedAt
     lane.running++
-    record(lane.waitTime, waited)
+    lane.waitTime.record(waited)
     if (job.meter !== undefined) {
       job.meter.running++
-      record(job.meter.waitTime, waited)
+      job.meter.waitTime.record(waited)
     }
     // The pressure window is kept only when a threshold looks at it.
     if (job.lane === 'request' && this.options.pressure.maxQueueWait > 0) {
       this.rotateWindow(entry.dispatchedAt)
-      record(this.recentWaits, waited)
+      this.recentWaits.record(waited)
     }
     Atomics.store(this.state, slot * SLOT_INTS + SLOT_STATE, SlotState.Posted)
     Atomics.store(this.state, slot * SLOT_INTS + SLOT_THREAD, 0)
@@ -510,9 +510,9 @@ export class Scheduler {
     if (started > 0) {
       // A stream or upload runs from its start, its waits for the client included;
       // utilization counts only the stretch since its last wait.
-      record(lane.runTime, ended - began)
+      lane.runTime.record(ended - began)
       if (meter !== undefined) {
-        record(meter.runTime, ended - began)
+        meter.runTime.record(ended - began)
         const finished = this.start[slot * (SLOT_INTS / 2) + SLOT_END_F64]!
         meter.sample((finished > 0 ? finished : ended) - began)
       }
