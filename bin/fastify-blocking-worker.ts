@@ -5,7 +5,7 @@
 // within --close-timeout, then every connection closes and the process exits 0.
 import { parseArgs } from 'node:util'
 import { startQueueWorker } from '../lib/index.js'
-import type { QueueWorkerOptions } from '../lib/types.js'
+import type { QueueWorkerOptions } from '../lib/common/types.js'
 
 const USAGE = `usage: fastify-blocking-worker --tasks <module or glob>... [--connection redis://host:port]
        [--queue name] [--prefix bull] [--pool piscina|tinypool] [--threads n] [--concurrency n]

@@ -5,15 +5,16 @@
 // with the request's reqId.
 import type { FastifyBaseLogger, FastifyReply } from 'fastify'
 import type { Transferable } from 'node:worker_threads'
-import { definitionOf, lookup } from './define.js'
-import { FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_NOT_CLONEABLE } from './errors.js'
-import { loggedPayloadOf } from './route.js'
+import { definitionOf, lookup } from './common/define.js'
+import { FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_NOT_CLONEABLE } from './common/errors.js'
+import { loggedPayloadOf } from './reply.js'
 import type { DurableQueue } from './queue.js'
 import type { Entry } from './lane.js'
-import type { LaneName, Scheduler } from './scheduler.js'
+import type { Scheduler } from './scheduler.js'
+import type { LaneName } from './lane.js'
 import { handlerNumbers } from './threads.js'
-import { bufferIndexes, ownBuffer, uncloneable } from '../workers/clone.js'
-import type { BackgroundCall, RunTask } from '../workers/protocol.js'
+import { bufferIndexes, ownBuffer, uncloneable } from './common/clone.js'
+import type { BackgroundCall, RunTask } from './common/protocol.js'
 
 const kPending = Symbol('fastify-blocking.background')
 

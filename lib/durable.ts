@@ -3,15 +3,15 @@
 // the consumer's start once the pool is ready, and the order of shutdown.
 import type { FastifyInstance } from 'fastify'
 import type { Background } from './background.js'
-import { definitionOf } from './define.js'
-import { FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_INVALID_OPTION, FST_BLOCKING_NOT_CLONEABLE } from './errors.js'
+import { definitionOf } from './common/define.js'
+import { FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_INVALID_OPTION, FST_BLOCKING_NOT_CLONEABLE } from './common/errors.js'
 import type { ResolvedOptions } from './options.js'
 import { DurableQueue, loadDrivers } from './queue.js'
 import { QueueConsumer } from './queue-worker.js'
 import type { Scheduler } from './scheduler.js'
-import type { QueueJobOptions } from './types.js'
-import { bufferIndexes, uncloneable } from '../workers/clone.js'
-import { GAUGE_DURABLE } from '../workers/protocol.js'
+import type { QueueJobOptions } from './common/types.js'
+import { bufferIndexes, uncloneable } from './common/clone.js'
+import { GAUGE_DURABLE } from './common/protocol.js'
 
 /** Set by startQueueWorker() on the options it registers the plugin with: a process without HTTP. */
 export const kJobsOnly = Symbol.for('fastify-blocking.jobs-only')

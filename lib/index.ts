@@ -23,16 +23,17 @@ import type {
   RouteOptions
 } from 'fastify'
 import fp from 'fastify-plugin'
-import { definedIn, definitionOf, defineHandlerUntyped, defineTaskUntyped, moduleOf, type DefineOptions } from './define.js'
-import { errors, FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_INVALID_OPTION, FST_BLOCKING_REGISTERED_IN_WORKER } from './errors.js'
+import { definedIn, definitionOf, defineHandlerUntyped, defineTaskUntyped, moduleOf, type DefineOptions } from './common/define.js'
+import { errors, FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_INVALID_OPTION, FST_BLOCKING_REGISTERED_IN_WORKER } from './common/errors.js'
 import { resolveOptions, resolveRouteOptions } from './options.js'
-import { createPool } from './pools/adapter.js'
+import { createPool } from './pools/index.js'
 import { Background } from './background.js'
-import { cloneablePart } from '../workers/clone.js'
+import { cloneablePart } from './common/clone.js'
 import { attachQueue, enqueue, type Durable } from './durable.js'
 import { startWorkerProcess } from './queue-process.js'
 import { interceptMultipart, readMultipart, registerParser } from './multipart.js'
-import { createBlockingHandler, kBlockingHandler, type BlockingRoute } from './route.js'
+import { createBlockingHandler, kBlockingHandler } from './route.js'
+import type { BlockingRoute } from './request.js'
 import { detectBlocking } from './detect.js'
 import { markSeen, routeLabel, watchRoutes } from './unseen.js'
 import { Meter } from './lane.js'
@@ -51,11 +52,11 @@ import type {
   ReadMultipartResult,
   RequestBlocking,
   StartQueueWorkerOptions
-} from './types.js'
-import { kWorkerContext, type WorkerContext } from '../workers/protocol.js'
+} from './common/types.js'
+import { kWorkerContext, type WorkerContext } from './common/protocol.js'
 
-export * from './errors.js'
-export type * from './types.js'
+export * from './common/errors.js'
+export type * from './common/types.js'
 export { channels } from './diagnostics.js'
 export type { TaskMessage, TaskOutcome } from './diagnostics.js'
 

@@ -1,10 +1,29 @@
 // A job's life in the scheduler (Entry) and the queues it waits in (Lane),
 // with the measurements stats() reports.
 import { createHistogram, type RecordableHistogram } from 'node:perf_hooks'
-import type { Job } from './scheduler.js'
+import type { Transferable } from 'node:worker_threads'
 import type { Channel } from './threads.js'
-import type { LaneStats } from './types.js'
-import type { Outcome } from '../workers/protocol.js'
+import type { LaneStats } from './common/types.js'
+import type { Outcome, Task } from './common/protocol.js'
+
+export type LaneName = 'request' | 'background'
+
+/** A task with a slot: everything but checks at startup. */
+export type SlottedTask = Exclude<Task, { type: 'blocking:check' }>
+
+export interface Job {
+  readonly task: SlottedTask
+  readonly lane: LaneName
+  /** A streaming handler: it holds a thread only while it produces (see pause/resume). */
+  readonly stream?: boolean
+  /** What the task is, for errors and logs: `GET /route` or a task's name. */
+  readonly label: string
+  /** ms from the start of the run; 0 = none. */
+  readonly timeout: number
+  readonly transferList?: Transferable[] | undefined
+  /** The route's own counts (stats().routes), for a task that serves a blocking route. */
+  readonly meter?: Meter | undefined
+}
 
 export const enum Phase { Queued, Running, Done }
 

@@ -2,9 +2,9 @@
 // Every check names the option and what it must be: a wrong option is found at
 // register time, never on the first request.
 import { availableParallelism } from 'node:os'
-import { FST_BLOCKING_INVALID_OPTION } from './errors.js'
+import { FST_BLOCKING_INVALID_OPTION } from './common/errors.js'
 import type { PressureThresholds } from './scheduler.js'
-import type { BlockingPluginOptions, BlockingRouteOptions, MultipartLimits, QueueOptions } from './types.js'
+import type { BlockingPluginOptions, BlockingRouteOptions, MultipartLimits, QueueOptions } from './common/types.js'
 
 export interface ResolvedOptions {
   pool: 'piscina' | 'tinypool'

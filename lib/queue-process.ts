@@ -8,8 +8,8 @@ import { isAbsolute, join, relative, resolve, sep } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { FastifyPluginAsync } from 'fastify'
 import { kJobsOnly } from './durable.js'
-import { FST_BLOCKING_INVALID_OPTION } from './errors.js'
-import type { BlockingPluginOptions, QueueWorker, StartQueueWorkerOptions } from './types.js'
+import { FST_BLOCKING_INVALID_OPTION } from './common/errors.js'
+import type { BlockingPluginOptions, QueueWorker, StartQueueWorkerOptions } from './common/types.js'
 
 const GLOB = /[*?[\]{}]/
 
@@ -71,7 +71,7 @@ export async function startWorkerProcess (plugin: FastifyPluginAsync<BlockingPlu
   if (options === null || typeof options !== 'object') throw new FST_BLOCKING_INVALID_OPTION('startQueueWorker(options): options must be an object')
   const list = Array.isArray(options.tasks) ? options.tasks : options.tasks === undefined ? [] : [options.tasks]
   if (list.length === 0) throw new FST_BLOCKING_INVALID_OPTION('startQueueWorker(options): options.tasks must name at least one task module')
-  // Imported here first, so that the plugin finds their tasks in the registry (lib/define.ts).
+  // Imported here first, so that the plugin finds their tasks in the registry (lib/common/define.ts).
   for (const url of taskModules(list)) await import(url)
   const { default: Fastify } = await import('fastify')
   const app = Fastify({ logger: options.logger ?? { level: process.env.LOG_LEVEL ?? 'info' } })

@@ -15,11 +15,12 @@ import type { Redis } from 'ioredis'
 import { submitTask } from './background.js'
 import type { ResolvedQueueOptions } from './options.js'
 import { redisClient, type DurableQueue, type Drivers } from './queue.js'
-import { loggedPayloadOf } from './route.js'
-import type { LaneName, Scheduler } from './scheduler.js'
-import { bufferIndexes } from '../workers/clone.js'
-import { decodeArgs, type JobData } from '../workers/json.js'
-import { PayloadKind } from '../workers/protocol.js'
+import { loggedPayloadOf } from './reply.js'
+import type { Scheduler } from './scheduler.js'
+import type { LaneName } from './lane.js'
+import { bufferIndexes } from './common/clone.js'
+import { decodeArgs, type JobData } from './common/json.js'
+import { PayloadKind } from './common/protocol.js'
 
 export interface ConsumerOptions {
   /** ms a task may run; 0 = none (the plugin's taskTimeout). */

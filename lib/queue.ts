@@ -11,14 +11,14 @@
 import type { FastifyBaseLogger, FastifyReply } from 'fastify'
 import type { JobsOptions, Queue } from 'bullmq'
 import type { Redis, RedisOptions } from 'ioredis'
-import type { Definition } from './define.js'
+import type { Definition } from './common/define.js'
 import { errorOf, observed, publishTask } from './diagnostics.js'
-import { FST_BLOCKING_INVALID_OPTION, FST_BLOCKING_NOT_SERIALIZABLE, FST_BLOCKING_QUEUE_UNAVAILABLE } from './errors.js'
+import { FST_BLOCKING_INVALID_OPTION, FST_BLOCKING_NOT_SERIALIZABLE, FST_BLOCKING_QUEUE_UNAVAILABLE } from './common/errors.js'
 import type { ResolvedQueueOptions } from './options.js'
 import { stableName, TaskTable } from './task-names.js'
-import type { QueueCounts, QueueJobOptions, QueueStats } from './types.js'
-import { encodeArgs, type JobData } from '../workers/json.js'
-import { now } from '../workers/protocol.js'
+import type { QueueCounts, QueueJobOptions, QueueStats } from './common/types.js'
+import { encodeArgs, type JobData } from './common/json.js'
+import { now } from './common/protocol.js'
 
 export type BullMQ = typeof import('bullmq')
 type RedisCtor = typeof import('ioredis').Redis

@@ -8,15 +8,16 @@
 // cancelled when the client goes away, logged with the request's reqId.
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import type { Transferable } from 'node:worker_threads'
-import { definitionOf } from './define.js'
-import { FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_INVALID_OPTION } from './errors.js'
+import { definitionOf } from './common/define.js'
+import { FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_INVALID_OPTION } from './common/errors.js'
 import { resolveInteger } from './options.js'
-import { loggedPayloadOf, unwatch, watchClient } from './route.js'
+import { loggedPayloadOf } from './reply.js'
+import { unwatch, watchClient } from './request.js'
 import type { Scheduler } from './scheduler.js'
 import { handlerNumbers } from './threads.js'
-import type { RunOptions } from './types.js'
-import { bufferIndexes } from '../workers/clone.js'
-import { PayloadKind, type RunTask } from '../workers/protocol.js'
+import type { RunOptions } from './common/types.js'
+import { bufferIndexes } from './common/clone.js'
+import { PayloadKind, type RunTask } from './common/protocol.js'
 
 /** What a call made for a request adds: the request, whose client it waits for and whose logger it uses. */
 interface Caller {

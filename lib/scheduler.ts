@@ -5,7 +5,7 @@
 // short tasks (PIPELINE_DEPTH at most): those wait on the thread, not on a
 // round trip. Everything else waits here, in one of two lanes: requests
 // first, background tasks only when no request waits. Each task handed to a
-// thread gets a slot in a shared table (see workers/protocol.ts) through which
+// thread gets a slot in a shared table (see lib/common/protocol.ts) through which
 // the main thread cancels it without terminating its thread, and the worker
 // says when it started it, so that a timeout counts from the start, not from
 // the submission. Tasks travel on the threads' channels (threads.ts).
@@ -16,13 +16,13 @@ import {
   FST_BLOCKING_TIMEOUT,
   FST_BLOCKING_UNDER_PRESSURE,
   FST_BLOCKING_WORKER_CRASHED
-} from './errors.js'
+} from './common/errors.js'
 import type { Transferable } from 'node:worker_threads'
 import type { PoolAdapter } from './pools/adapter.js'
 import { Threads, type Channel } from './threads.js'
 import { errorOf, observed, publishTask, type TaskOutcome } from './diagnostics.js'
-import { Entry, Lane, Phase, Timings, type Meter } from './lane.js'
-import type { LaneStats } from './types.js'
+import { Entry, Lane, Phase, Timings, type Job, type LaneName, type Meter } from './lane.js'
+import type { LaneStats } from './common/types.js'
 import {
   GAUGE_BACKGROUND_LIMIT,
   GAUGE_BACKGROUND_QUEUED,
@@ -39,7 +39,7 @@ import {
   type Outcome,
   type SerializedError,
   type Task
-} from '../workers/protocol.js'
+} from './common/protocol.js'
 
 /** How long a timed-out task may take to stop by itself (its request.signal is aborted) before its thread is terminated. */
 export const TIMEOUT_GRACE_MS = 100
@@ -47,29 +47,10 @@ export const TIMEOUT_GRACE_MS = 100
 /** The window over which the queue wait's p99 is taken for the pressure check. */
 export const PRESSURE_WINDOW_MS = 1000
 
-export type LaneName = 'request' | 'background'
-
-/** A task with a slot: everything but checks at startup. */
-export type SlottedTask = Exclude<Task, { type: 'blocking:check' }>
-
 /** A route whose tasks ran under this many ms on average is short: its tasks may queue on a thread. */
 export const SHORT_TASK_MS = 1
 /** Tasks a route must have completed before its average says anything. */
 const SHORT_TASK_SAMPLES = 16
-
-export interface Job {
-  readonly task: SlottedTask
-  readonly lane: LaneName
-  /** A streaming handler: it holds a thread only while it produces (see pause/resume). */
-  readonly stream?: boolean
-  /** What the task is, for errors and logs: `GET /route` or a task's name. */
-  readonly label: string
-  /** ms from the start of the run; 0 = none. */
-  readonly timeout: number
-  readonly transferList?: Transferable[] | undefined
-  /** The route's own counts (stats().routes), for a task that serves a blocking route. */
-  readonly meter?: Meter | undefined
-}
 
 /** When the request lane counts as under pressure; 0 turns a threshold off. */
 export interface PressureThresholds {

@@ -11,10 +11,11 @@ import { Readable } from 'node:stream'
 import { MessageChannel, type MessagePort } from 'node:worker_threads'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Background } from './background.js'
-import { applyHead, refused, reviveError, serverTiming, snapshotOf, writeLogs, type BlockingRoute } from './route.js'
+import { applyHead, refused, reviveError, serverTiming, writeLogs } from './reply.js'
+import { snapshotOf, type BlockingRoute } from './request.js'
 import type { Entry } from './lane.js'
 import type { Scheduler } from './scheduler.js'
-import { PayloadKind, type SerializedError, type StreamMessage, type StreamTask } from '../workers/protocol.js'
+import { PayloadKind, type SerializedError, type StreamMessage, type StreamTask } from './common/protocol.js'
 
 export function startStream (
   route: BlockingRoute,

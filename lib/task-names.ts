@@ -7,8 +7,8 @@
 import { existsSync } from 'node:fs'
 import { dirname, join, relative, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { allDefinitions, definitionOf, learnNames, type Definition } from './define.js'
-import { FST_BLOCKING_INVALID_OPTION } from './errors.js'
+import { allDefinitions, definitionOf, learnNames, type Definition } from './common/define.js'
+import { FST_BLOCKING_INVALID_OPTION } from './common/errors.js'
 
 const roots = new Map<string, string>()
 

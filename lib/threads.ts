@@ -1,4 +1,4 @@
-// The channels to one pool's threads (see workers/protocol.ts, "Sessions and
+// The channels to one pool's threads (see lib/common/protocol.ts, "Sessions and
 // channels"). The pool starts, replaces and ends threads; each thread that
 // serves holds one session, the pool's only task, and through it a channel
 // of ours. Tasks go out on a channel and outcomes come back on it, batched:
@@ -6,7 +6,7 @@
 // what a thread finished in one of its turns.
 import { MessageChannel, receiveMessageOnPort, type MessagePort, type Transferable } from 'node:worker_threads'
 import type { PoolAdapter } from './pools/adapter.js'
-import type { ChannelDown, ChannelUp, CheckOutcome, CheckTask, Outcome, Task } from '../workers/protocol.js'
+import type { ChannelDown, ChannelUp, CheckOutcome, CheckTask, Outcome, Task } from './common/protocol.js'
 
 /** Streams and uploads a thread holds while they wait for their clients, besides the task it runs. */
 export const STREAMS_PER_THREAD = 16

@@ -7,7 +7,7 @@
 // app's ready() fails for those the plugin did not wrap.
 import { channel } from 'node:diagnostics_channel'
 import type { FastifyInstance, RouteOptions } from 'fastify'
-import { FST_BLOCKING_HANDLER_NOT_DEFINED } from './errors.js'
+import { FST_BLOCKING_HANDLER_NOT_DEFINED } from './common/errors.js'
 
 const kDeclared = Symbol('fastify-blocking.declared')
 

@@ -7,7 +7,7 @@
 // loop, which a handler's own setImmediate() could end first.
 import type { MessagePort } from 'node:worker_threads'
 import { kTransfer, type Outbound } from './outcome.js'
-import { now, PayloadKind, SLOT_END_F64, SLOT_INTS, type ChannelDown, type ChannelUp, type CheckOutcome, type Outcome, type Task } from './protocol.js'
+import { now, PayloadKind, SLOT_END_F64, SLOT_INTS, type ChannelDown, type ChannelUp, type CheckOutcome, type Outcome, type Task } from '../lib/common/protocol.js'
 
 /** ms an outcome may wait for others to go with it. */
 export const FLUSH_AFTER_MS = 0.5

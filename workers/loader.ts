@@ -1,8 +1,8 @@
 // Loading the user's modules in a worker: TypeScript through tsx, and the trap
 // of a module that starts the app when it is imported.
 
-import { learnNames } from '../lib/define.js'
-import { kWorkerContext, type WorkerContext } from './protocol.js'
+import { learnNames } from '../lib/common/define.js'
+import { kWorkerContext, type WorkerContext } from '../lib/common/protocol.js'
 
 const context: WorkerContext = { loading: undefined, registeredBy: undefined }
 ;(globalThis as Record<symbol, unknown>)[kWorkerContext] = context

@@ -9,7 +9,7 @@
 // with 400 or 413 before busboy could drop anything. It keeps at most a header
 // block (bounded by HEADER_SIZE) and a delimiter's length of bytes.
 import parseParams from '@fastify/busboy/lib/utils/parseParams.js'
-import { FST_BLOCKING_MULTIPART_INVALID, FST_BLOCKING_MULTIPART_LIMIT } from '../lib/errors.js'
+import { FST_BLOCKING_MULTIPART_INVALID, FST_BLOCKING_MULTIPART_LIMIT } from '../lib/common/errors.js'
 
 /** busboy's cap on one part's header block (its `headerSize`, not one of our limits): past it, 413. */
 export const HEADER_SIZE = 81_920

@@ -1,6 +1,6 @@
 // What a function returned or threw, made ready to cross back to the main thread.
-import { copyBytes, NotPlainData, plainData, uncloneable } from './clone.js'
-import { PayloadKind, type LogLine, type Outcome, type SerializedError } from './protocol.js'
+import { copyBytes, NotPlainData, plainData, uncloneable } from '../lib/common/clone.js'
+import { PayloadKind, type LogLine, type Outcome, type SerializedError } from '../lib/common/protocol.js'
 
 /**
  * Buffers an outcome moves instead of copying, under a symbol: structured

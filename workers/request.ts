@@ -1,12 +1,12 @@
 // The request and reply a blocking handler receives in the worker. Both are
 // cheap to make: signal and log are only built when the handler reads them.
-import { FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_NOT_CLONEABLE, FST_BLOCKING_NOT_IN_WORKER, FST_BLOCKING_NOT_SERIALIZABLE, FST_BLOCKING_QUEUE_FULL } from '../lib/errors.js'
-import { definitionOf } from '../lib/define.js'
-import { copyBytes, uncloneable } from './clone.js'
-import { encodeArgs } from './json.js'
+import { FST_BLOCKING_HANDLER_NOT_DEFINED, FST_BLOCKING_NOT_CLONEABLE, FST_BLOCKING_NOT_IN_WORKER, FST_BLOCKING_NOT_SERIALIZABLE, FST_BLOCKING_QUEUE_FULL } from '../lib/common/errors.js'
+import { definitionOf } from '../lib/common/define.js'
+import { copyBytes, uncloneable } from '../lib/common/clone.js'
+import { encodeArgs } from '../lib/common/json.js'
 import { kTransfer, serializeError, type Outbound } from './outcome.js'
 import { createSignal } from './signal.js'
-import { GAUGE_BACKGROUND_LIMIT, GAUGE_BACKGROUND_QUEUED, GAUGE_DURABLE, type BackgroundCall, type CookieCall, type Head, type LogLine, type Outcome, type RequestSnapshot } from './protocol.js'
+import { GAUGE_BACKGROUND_LIMIT, GAUGE_BACKGROUND_QUEUED, GAUGE_DURABLE, type BackgroundCall, type CookieCall, type Head, type LogLine, type Outcome, type RequestSnapshot } from '../lib/common/protocol.js'
 
 type Level = LogLine['level']
 const LEVELS: readonly Level[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal']

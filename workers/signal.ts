@@ -1,8 +1,8 @@
 // request.signal in the worker. The main thread cancels a task by writing its
-// slot (see workers/protocol.ts); a synchronous handler never yields to the
+// slot (see lib/common/protocol.ts); a synchronous handler never yields to the
 // event loop, so `signal.aborted` and `throwIfAborted()` read the slot
 // themselves, and an async handler is woken by Atomics.waitAsync().
-import { SLOT_INTS, SLOT_STATE, SlotState } from './protocol.js'
+import { SLOT_INTS, SLOT_STATE, SlotState } from '../lib/common/protocol.js'
 
 const abortedGetter = Object.getOwnPropertyDescriptor(AbortSignal.prototype, 'aborted')!.get!
 

@@ -3,7 +3,7 @@
 // (bytes its client has read) and the generator waits when it has none, so a
 // slow client holds it back. While it waits, the thread runs other tasks: a
 // thread holds several streams at once (see STREAMS_PER_THREAD).
-import { copyBytes } from './clone.js'
+import { copyBytes } from '../lib/common/clone.js'
 import { errorOutcome } from './outcome.js'
 import {
   now,
@@ -17,7 +17,7 @@ import {
   type StreamControl,
   type StreamMessage,
   type StreamTask
-} from './protocol.js'
+} from '../lib/common/protocol.js'
 import { MessageChannel, type MessagePort } from 'node:worker_threads'
 import { createReply, finish, headOf, logsOf, transferOf, WorkerRequest, type WorkerReply } from './request.js'
 

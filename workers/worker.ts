@@ -1,11 +1,11 @@
 // The worker entry: piscina and tinypool call the default export with the
-// thread's session (see workers/protocol.ts), which serves the thread's
+// thread's session (see lib/common/protocol.ts), which serves the thread's
 // channel (channel.ts). For each task it finds the function the task names,
 // claims the task's slot, runs it and turns what it returned or threw into an
 // outcome. A task never fails from here: errors are outcomes, so that a
 // session's failure means only one thing, a thread that died.
 import { threadId, workerData } from 'node:worker_threads'
-import { definedIn, lookup, moduleOf } from '../lib/define.js'
+import { definedIn, lookup, moduleOf } from '../lib/common/define.js'
 import { load } from './loader.js'
 import { serve } from './channel.js'
 import { cloneable, errorOutcome, kTransfer, serializeError, toOutcome, type Outbound } from './outcome.js'
@@ -29,11 +29,11 @@ import {
   type StreamTask,
   type Task,
   type WorkerData
-} from './protocol.js'
+} from '../lib/common/protocol.js'
 import { asBuffer, createReply, finish, finishHead, logsOf, transferOf, WorkerRequest } from './request.js'
 import { handedOff, handOff, isStream, runStream } from './stream.js'
 import { parseUpload, removeSpooled, type ParsedUpload } from './multipart.js'
-import { copyBytes } from './clone.js'
+import { copyBytes } from '../lib/common/clone.js'
 
 // tinypool hands a worker [its own data, ours]; piscina hands ours as is.
 const data = (Array.isArray(workerData) ? workerData[1] : workerData) as WorkerData

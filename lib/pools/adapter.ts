@@ -1,11 +1,11 @@
 // One small interface in front of the two pools. A pool only manages threads:
 // it starts them (resourceLimits, priority), replaces one that dies and ends
-// them. The only task it runs is a thread's session (workers/protocol.ts),
+// them. The only task it runs is a thread's session (lib/common/protocol.ts),
 // which lasts as long as the thread serves; tasks travel on the session's
 // channel (lib/threads.ts), and queueing, lanes and cancellation are ours
 // (lib/scheduler.ts).
 import type { Transferable } from 'node:worker_threads'
-import type { SessionTask, WorkerData } from '../../workers/protocol.js'
+import type { SessionTask, WorkerData } from '../common/protocol.js'
 
 export interface PoolConfig {
   maxThreads: number
@@ -45,9 +45,4 @@ export function poolOptions (config: PoolConfig) {
     // One session a thread.
     concurrentTasksPerWorker: 1
   }
-}
-
-export async function createPool (kind: 'piscina' | 'tinypool', config: PoolConfig): Promise<PoolAdapter> {
-  const mod = kind === 'piscina' ? await import('./piscina.js') : await import('./tinypool.js')
-  return mod.create(config)
 }

@@ -1,6 +1,7 @@
-// The messages both sides speak. The main thread (lib/) and the worker entry
-// (workers/worker.ts) import this file and nothing else of each other, so the
-// whole protocol can be read here.
+// The messages both sides speak. This file is part of lib/common/, the leaf
+// layer that the main thread (lib/) and the workers (workers/) both import and
+// that imports neither: the two sides never import each other, so the whole
+// protocol can be read here (test/architecture.test.js keeps it so).
 //
 // The pools (piscina, tinypool) only start, replace and end threads: the one
 // task they run on a thread is its session (SessionTask), which hands the
@@ -11,7 +12,7 @@
 // learns once (ChannelDown.names). Cancellation, timeouts and start times
 // stay in the shared slot table below.
 import type { MessagePort } from 'node:worker_threads'
-import type { MultipartLimits } from '../lib/types.js'
+import type { MultipartLimits } from './types.js'
 
 /**
  * Set on globalThis by a worker while it imports a user's module (workers/loader.ts);
@@ -80,7 +81,7 @@ export const SlotState = {
 export const GAUGE_BACKGROUND_QUEUED = 0
 /** Gauge: the `backgroundQueue` option. */
 export const GAUGE_BACKGROUND_LIMIT = 1
-/** Gauge: 1 with the `queue` option: reply.background() arguments must survive JSON (workers/json.ts). */
+/** Gauge: 1 with the `queue` option: reply.background() arguments must survive JSON (lib/common/json.ts). */
 export const GAUGE_DURABLE = 2
 export const GAUGE_INTS = 3
 
