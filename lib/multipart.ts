@@ -14,7 +14,7 @@ import { Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import { MessageChannel, receiveMessageOnPort } from 'node:worker_threads'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler, preValidationHookHandler } from 'fastify'
-import { FST_BLOCKING_MULTIPART_INVALID } from './common/errors.js'
+import { FST_BLOCKING_MULTIPART_INVALID, unknownMessage } from './common/errors.js'
 import { resolveInteger, resolveLimits, type ResolvedOptions } from './options.js'
 import { payloadOf, refused } from './reply.js'
 import type { Scheduler } from './scheduler.js'
@@ -192,6 +192,8 @@ export function startUpload (body: Readable, contentType: string, { limits, spoo
         stop()
         break
       default:
+        // A bug on one side of the protocol: said loudly; the worker's parse then fails when the port closes.
+        log.error({ err: unknownMessage('upload', message) }, 'fastify-blocking: upload stopped')
         stop()
         port.close()
     }

@@ -87,7 +87,7 @@ export function resolveLimits (name: string, value: unknown): MultipartLimits {
 function integer (name: string, value: unknown, fallback: number, min: number): number {
   if (value === undefined) return fallback
   if (typeof value !== 'number' || !Number.isInteger(value) || value < min) {
-    throw invalid(`options.${name} must be ${min === 0 ? 'a non-negative' : 'a positive'} integer, got ${String(value)}`)
+    throw invalid(`${name} must be ${min === 0 ? 'a non-negative' : 'a positive'} integer, got ${String(value)}`)
   }
   return value
 }
@@ -95,7 +95,7 @@ function integer (name: string, value: unknown, fallback: number, min: number): 
 function object (name: string, value: unknown): Record<string, unknown> {
   if (value === undefined) return {}
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    throw invalid(`options.${name} must be an object`)
+    throw invalid(`${name} must be an object`)
   }
   return value as Record<string, unknown>
 }
@@ -105,7 +105,7 @@ function limits (name: string, value: unknown): MultipartLimits {
   const out: MultipartLimits = {}
   for (const key of Object.keys(given)) {
     if (!(LIMIT_NAMES as readonly string[]).includes(key)) {
-      throw invalid(`options.${name}.${key} is not a multipart limit (one of ${LIMIT_NAMES.join(', ')})`)
+      throw invalid(`${name}.${key} is not a multipart limit (one of ${LIMIT_NAMES.join(', ')})`)
     }
     out[key as keyof MultipartLimits] = integer(`${name}.${key}`, given[key], 0, 0)
   }
@@ -160,11 +160,11 @@ function onlyKeys (name: string, given: Record<string, unknown>, known: readonly
 }
 
 function pressure (value: unknown): PressureThresholds {
-  const given = object('pressure', value)
+  const given = object('options.pressure', value)
   onlyKeys('options.pressure', given, ['maxQueueWait', 'maxQueued'])
   return {
-    maxQueueWait: integer('pressure.maxQueueWait', given.maxQueueWait, 0, 0),
-    maxQueued: integer('pressure.maxQueued', given.maxQueued, 0, 0)
+    maxQueueWait: integer('options.pressure.maxQueueWait', given.maxQueueWait, 0, 0),
+    maxQueued: integer('options.pressure.maxQueued', given.maxQueued, 0, 0)
   }
 }
 
@@ -172,9 +172,9 @@ function pressure (value: unknown): PressureThresholds {
 function detectBlocking (value: unknown): number {
   if (value === undefined || value === false) return 0
   if (value === true) return 100
-  const given = object('detectBlocking', value)
+  const given = object('options.detectBlocking', value)
   onlyKeys('options.detectBlocking', given, ['thresholdMs'])
-  return integer('detectBlocking.thresholdMs', given.thresholdMs, 100, 1)
+  return integer('options.detectBlocking.thresholdMs', given.thresholdMs, 100, 1)
 }
 
 /** The worker's request has these already: a request property of the same name would hide one. */
@@ -201,34 +201,34 @@ function requestProperties (name: string, value: unknown, fallback: string[]): s
 export const DEFAULT_STREAM_WINDOW = 1_048_576
 
 export function resolveOptions (opts: BlockingPluginOptions): ResolvedOptions {
-  const given = object('', opts) as BlockingPluginOptions
+  const given = object('options', opts) as BlockingPluginOptions
   const pool = given.pool ?? 'piscina'
   if (pool !== 'piscina' && pool !== 'tinypool') {
     throw invalid(`options.pool must be 'piscina' or 'tinypool', got ${String(pool)}`)
   }
-  const maxThreads = integer('maxThreads', given.maxThreads, availableParallelism(), 1)
-  const minThreads = integer('minThreads', given.minThreads, maxThreads, 0)
+  const maxThreads = integer('options.maxThreads', given.maxThreads, availableParallelism(), 1)
+  const minThreads = integer('options.minThreads', given.minThreads, maxThreads, 0)
   if (minThreads > maxThreads) {
     throw invalid(`options.minThreads (${minThreads}) must not exceed options.maxThreads (${maxThreads})`)
   }
-  const multipart = object('multipart', given.multipart)
+  const multipart = object('options.multipart', given.multipart)
   const priorities = priority(given.priority)
   return {
     pool,
     maxThreads,
     minThreads,
-    idleTimeout: integer('idleTimeout', given.idleTimeout, 30_000, 0),
-    maxQueue: integer('maxQueue', given.maxQueue, maxThreads * 64, 0),
-    taskTimeout: integer('taskTimeout', given.taskTimeout, 0, 0),
-    stallTimeout: integer('stallTimeout', given.stallTimeout, 60_000, 0),
-    closeTimeout: integer('closeTimeout', given.closeTimeout, 10_000, 0),
-    backgroundQueue: integer('backgroundQueue', given.backgroundQueue, 10_000, 0),
-    resourceLimits: object('resourceLimits', given.resourceLimits),
+    idleTimeout: integer('options.idleTimeout', given.idleTimeout, 30_000, 0),
+    maxQueue: integer('options.maxQueue', given.maxQueue, maxThreads * 64, 0),
+    taskTimeout: integer('options.taskTimeout', given.taskTimeout, 0, 0),
+    stallTimeout: integer('options.stallTimeout', given.stallTimeout, 60_000, 0),
+    closeTimeout: integer('options.closeTimeout', given.closeTimeout, 10_000, 0),
+    backgroundQueue: integer('options.backgroundQueue', given.backgroundQueue, 10_000, 0),
+    resourceLimits: object('options.resourceLimits', given.resourceLimits),
     priority: priorities.requests,
     backgroundPriority: priorities.background,
     multipart: {
-      limits: { ...DEFAULT_MULTIPART_LIMITS, ...limits('multipart.limits', multipart.limits) },
-      spoolThreshold: integer('multipart.spoolThreshold', multipart.spoolThreshold, 1_048_576, 0)
+      limits: { ...DEFAULT_MULTIPART_LIMITS, ...limits('options.multipart.limits', multipart.limits) },
+      spoolThreshold: integer('options.multipart.spoolThreshold', multipart.spoolThreshold, 1_048_576, 0)
     },
     serverTiming: boolean('options.serverTiming', given.serverTiming, false),
     pressure: pressure(given.pressure),
@@ -252,7 +252,7 @@ function queueName (name: string, value: unknown, fallback: string): string {
 /** `queue`: undefined (background tasks stay in process) or the durable queue's settings. */
 export function queue (value: unknown, maxThreads: number): ResolvedQueueOptions | undefined {
   if (value === undefined) return undefined
-  const given = object('queue', value)
+  const given = object('options.queue', value)
   onlyKeys('options.queue', given, QUEUE_KEYS)
   const { connection } = given
   const url = typeof connection === 'string' && /^rediss?:\/\//.test(connection)
@@ -268,10 +268,10 @@ export function queue (value: unknown, maxThreads: number): ResolvedQueueOptions
     name: queueName('queue.name', given.name, 'fastify-blocking'),
     prefix: given.prefix === undefined ? undefined : queueName('queue.prefix', given.prefix, ''),
     work: boolean('options.queue.work', given.work, true),
-    concurrency: integer('queue.concurrency', given.concurrency, maxThreads, 1),
-    jobs: { attempts: 1, ...object('queue.jobs', given.jobs) },
-    worker: object('queue.worker', given.worker),
-    timeout: integer('queue.timeout', given.timeout, 2000, 1),
+    concurrency: integer('options.queue.concurrency', given.concurrency, maxThreads, 1),
+    jobs: { attempts: 1, ...object('options.queue.jobs', given.jobs) },
+    worker: object('options.queue.worker', given.worker),
+    timeout: integer('options.queue.timeout', given.timeout, 2000, 1),
     whenDown
   }
 }
@@ -291,12 +291,12 @@ export function resolveRouteOptions (
   }
   const given = (value === true ? {} : value) as BlockingRouteOptions & Record<string, unknown>
   onlyKeys(`${route}: blocking`, given, ['timeout', 'highWaterMark', 'multipart', 'serverTiming', 'requestProperties'])
-  const multipart = object('blocking.multipart', given.multipart)
+  const multipart = object(`${route}: blocking.multipart`, given.multipart)
   return {
-    timeout: integer('blocking.timeout', given.timeout, plugin.taskTimeout, 0),
+    timeout: integer(`${route}: blocking.timeout`, given.timeout, plugin.taskTimeout, 0),
     serverTiming: boolean(`${route}: blocking.serverTiming`, given.serverTiming, plugin.serverTiming),
-    highWaterMark: integer('blocking.highWaterMark', given.highWaterMark, DEFAULT_STREAM_WINDOW, 1),
-    multipartLimits: { ...plugin.multipart.limits, ...limits('blocking.multipart.limits', multipart.limits) },
+    highWaterMark: integer(`${route}: blocking.highWaterMark`, given.highWaterMark, DEFAULT_STREAM_WINDOW, 1),
+    multipartLimits: { ...plugin.multipart.limits, ...limits(`${route}: blocking.multipart.limits`, multipart.limits) },
     spoolThreshold: plugin.multipart.spoolThreshold,
     stallTimeout: plugin.stallTimeout,
     requestProperties: requestProperties(`${route}: blocking.requestProperties`, given.requestProperties, plugin.requestProperties)

@@ -34,7 +34,7 @@ function checkOptions (label: string, options: unknown): RunOptions {
   if (unknown.length > 0) throw new FST_BLOCKING_INVALID_OPTION(`${label}: options.${unknown[0]!} is not an option (signal, timeout, transferList)`)
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw new FST_BLOCKING_INVALID_OPTION(`${label}: options.signal must be an AbortSignal`)
   if (transferList !== undefined && !Array.isArray(transferList)) throw new FST_BLOCKING_INVALID_OPTION(`${label}: options.transferList must be an array`)
-  if (timeout !== undefined) resolveInteger(`timeout of ${label}`, timeout)
+  if (timeout !== undefined) resolveInteger(`${label}: options.timeout`, timeout)
   return options as RunOptions
 }
 

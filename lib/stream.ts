@@ -7,6 +7,7 @@
 // whose credit is spent waits for its client without holding a thread's
 // place (scheduler pause/resume); each thread holds up to STREAMS_PER_THREAD (threads.ts)
 // such waiting streams besides the task it runs.
+import { unknownMessage } from './common/errors.js'
 import { Readable } from 'node:stream'
 import { MessageChannel, type MessagePort } from 'node:worker_threads'
 import type { FastifyReply, FastifyRequest } from 'fastify'
@@ -187,7 +188,7 @@ function feed (
         }
         default:
           // An unknown message is a bug on one side: end the stream loudly.
-          fail(new Error(`fastify-blocking stream: unknown message ${JSON.stringify((message as { type?: unknown }).type)}`))
+          fail(unknownMessage('stream', message))
       }
     }
     port.on('message', onMessage)

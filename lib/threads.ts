@@ -4,6 +4,7 @@
 // of ours. Tasks go out on a channel and outcomes come back on it, batched:
 // what one turn of the event loop sends to a thread is one message, and so is
 // what a thread finished in one of its turns.
+import { unknownMessage } from './common/errors.js'
 import { MessageChannel, receiveMessageOnPort, type MessagePort, type Transferable } from 'node:worker_threads'
 import type { PoolAdapter } from './pools/adapter.js'
 import type { ChannelDown, ChannelUp, CheckOutcome, CheckTask, Outcome, Task } from './common/protocol.js'
@@ -268,7 +269,7 @@ export class Threads {
         break
       default:
         // A bug on one side of the protocol: the thread goes, loudly.
-        this.lose(channel, new Error(`fastify-blocking: unknown message from a worker thread: ${JSON.stringify((message as { type?: unknown }).type)}`))
+        this.lose(channel, unknownMessage('channel (from a worker thread)', message))
         void this.pool.terminate(channel.threadId)
     }
   }

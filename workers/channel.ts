@@ -5,6 +5,7 @@
 // task back behind a long one); outcomes that settle later go at the end of
 // their microtask checkpoint. Nothing waits for a later turn of the event
 // loop, which a handler's own setImmediate() could end first.
+import { unknownMessage } from '../lib/common/errors.js'
 import type { MessagePort } from 'node:worker_threads'
 import { kTransfer, type Outbound } from './outcome.js'
 import { now, PayloadKind, SLOT_END_F64, SLOT_INTS, type ChannelDown, type ChannelUp, type CheckOutcome, type Outcome, type Task } from '../lib/common/protocol.js'
@@ -110,7 +111,7 @@ export function serve (port: MessagePort, times: Float64Array, session: Session,
           break
         default:
           // A bug on one side of the protocol: this thread dies loudly (its tasks fail with this error).
-          throw new Error(`fastify-blocking worker: unknown message ${JSON.stringify((message as { type?: unknown }).type)}`)
+          throw unknownMessage('worker channel', message)
       }
     })
     port.on('close', () => resolve())

@@ -12,7 +12,7 @@ import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { Busboy, Dicer } from '@fastify/busboy'
 import parseParams from '@fastify/busboy/lib/utils/parseParams.js'
-import { FST_BLOCKING_MULTIPART_INVALID, FST_BLOCKING_MULTIPART_LIMIT } from '../lib/common/errors.js'
+import { FST_BLOCKING_MULTIPART_INVALID, FST_BLOCKING_MULTIPART_LIMIT, unknownMessage } from '../lib/common/errors.js'
 import type { WorkerFile } from '../lib/common/types.js'
 import { PartScanner } from './multipart-scan.js'
 import type { UploadControl, UploadMessage, UploadSpec } from '../lib/common/protocol.js'
@@ -258,7 +258,7 @@ export function parseUpload (spec: UploadSpec): Promise<ParsedUpload> {
           fail(new FST_BLOCKING_MULTIPART_INVALID('the request body ended early (the client aborted)'))
           break
         default:
-          fail(new Error(`fastify-blocking upload: unknown message ${JSON.stringify((message as { type?: unknown }).type)}`))
+          fail(unknownMessage('upload (in the worker)', message))
       }
     })
   })

@@ -3,6 +3,7 @@
 // (bytes its client has read) and the generator waits when it has none, so a
 // slow client holds it back. While it waits, the thread runs other tasks: a
 // thread holds several streams at once (see STREAMS_PER_THREAD).
+import { unknownMessage } from '../lib/common/errors.js'
 import { copyBytes } from '../lib/common/clone.js'
 import { errorOutcome } from './outcome.js'
 import {
@@ -167,7 +168,7 @@ async function pump (port: MessagePort, initialCredit: number, at: Slot | undefi
   port.on('message', (message: StreamControl) => {
     if (message.type === 'stream:more') credit += message.credit
     else if (message.type === 'stream:cancel') cancelled = true
-    else protocolError = new Error(`fastify-blocking stream: unknown message ${JSON.stringify((message as { type?: unknown }).type)}`)
+    else protocolError = unknownMessage('stream (in the worker)', message)
     wake?.()
   })
   // The main thread closes the port when the client goes away.

@@ -4,6 +4,7 @@
 // claims the task's slot, runs it and turns what it returned or threw into an
 // outcome. A task never fails from here: errors are outcomes, so that a
 // session's failure means only one thing, a thread that died.
+import { unknownMessage } from '../lib/common/errors.js'
 import { threadId, workerData } from 'node:worker_threads'
 import { definedIn, lookup, moduleOf } from '../lib/common/define.js'
 import { load } from './loader.js'
@@ -292,7 +293,7 @@ function startTask (task: Task): unknown {
       return check(task)
     default:
       // An unknown message is a bug on one side of the protocol: fail loudly.
-      throw new Error(`fastify-blocking worker: unknown task ${JSON.stringify((task as { type?: unknown }).type)}`)
+      throw unknownMessage('worker (task)', task)
   }
 }
 

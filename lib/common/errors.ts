@@ -95,6 +95,19 @@ export const FST_BLOCKING_NOT_SERIALIZABLE = createError<'FST_BLOCKING_NOT_SERIA
   500
 )
 
+/** A message one side of the thread protocol (lib/common/protocol.ts) did not expect: a bug, reported loudly, never ignored. */
+export const FST_BLOCKING_PROTOCOL = createError<'FST_BLOCKING_PROTOCOL', 500, [string, string]>(
+  'FST_BLOCKING_PROTOCOL',
+  'fastify-blocking %s: unknown message %s',
+  500
+)
+
+/** The error for a message of the protocol that `where` does not know. */
+export function unknownMessage (where: string, message: unknown): Error {
+  const type = typeof message === 'object' && message !== null ? (message as { type?: unknown }).type : message
+  return new FST_BLOCKING_PROTOCOL(where, JSON.stringify(type) ?? String(type))
+}
+
 export const errors = {
   FST_BLOCKING_QUEUE_FULL,
   FST_BLOCKING_UNDER_PRESSURE,
@@ -109,5 +122,6 @@ export const errors = {
   FST_BLOCKING_NOT_IN_WORKER,
   FST_BLOCKING_CLOSED,
   FST_BLOCKING_QUEUE_UNAVAILABLE,
-  FST_BLOCKING_NOT_SERIALIZABLE
+  FST_BLOCKING_NOT_SERIALIZABLE,
+  FST_BLOCKING_PROTOCOL
 }
