@@ -1,5 +1,5 @@
 // Every error the plugin raises, in one place, each with a code and a status
-// (see the errors table in README.md). Made with @fastify/error so that users
+// (see the errors table in docs/api.md). Made with @fastify/error so that users
 // can match them with `instanceof` or by `code`, and so that Fastify's error
 // handler answers with the right status.
 import createError from '@fastify/error'
