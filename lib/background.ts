@@ -12,11 +12,10 @@ import type { DurableQueue } from './queue.js'
 import type { Entry } from './lane.js'
 import type { Scheduler } from './scheduler.js'
 import type { LaneName } from './lane.js'
+import { kBackgroundPending } from './symbols.js'
 import { handlerNumbers } from './threads.js'
 import { bufferIndexes, ownBuffer, uncloneable } from './common/clone.js'
 import type { BackgroundCall, RunTask } from './common/protocol.js'
-
-const kPending = Symbol('fastify-blocking.background')
 
 interface Pending {
   fn: string
@@ -26,7 +25,7 @@ interface Pending {
   log: FastifyBaseLogger
 }
 
-type ReplyWithPending = FastifyReply & { [kPending]?: Pending[] }
+type ReplyWithPending = FastifyReply & { [kBackgroundPending]: Pending[] | null }
 
 /** The name a worker-made call is logged under: the task's own, if this thread has loaded its module. */
 function nameOfId (id: string): string {
@@ -111,17 +110,18 @@ export class Background {
     this.attach(reply, { fn, name, args, buffers, log: reply.log })
   }
 
-  private attach (reply: ReplyWithPending, pending: Pending): void {
+  private attach (reply: FastifyReply, pending: Pending): void {
     // Called once the response is already over (in onResponse, say): run it now.
     if (reply.raw.closed) {
       this.start(pending)
       return
     }
-    let list = reply[kPending]
-    if (list === undefined) {
+    const state = reply as ReplyWithPending
+    let list = state[kBackgroundPending]
+    if (list === null) {
       const tasks: Pending[] = []
       list = tasks
-      reply[kPending] = tasks
+      state[kBackgroundPending] = tasks
       // 'close' comes once the response is over: sent, or cut by the client.
       reply.raw.once('close', () => {
         for (const task of tasks) this.start(task)

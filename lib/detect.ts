@@ -9,6 +9,7 @@
 // hooks added with `addHook` (Fastify does not hand them to onRoute).
 import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger, RouteOptions } from 'fastify'
+import { kTimed } from './symbols.js'
 
 const HOOKS = [
   'onRequest', 'preParsing', 'preValidation', 'preHandler', 'preSerialization',
@@ -17,8 +18,6 @@ const HOOKS = [
 
 type AnyFunction = ((this: unknown, ...args: unknown[]) => unknown) & { [kTimed]?: true }
 
-/** Marks a function already timed: the automatic HEAD route shares its GET route's functions. */
-const kTimed = Symbol('fastify-blocking.timed')
 
 /**
  * ms spent in timed calls nested inside the one running now: a callback hook

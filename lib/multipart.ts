@@ -14,23 +14,20 @@ import { Socket } from 'node:net'
 import type { Readable } from 'node:stream'
 import { MessageChannel, receiveMessageOnPort } from 'node:worker_threads'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest, onRequestHookHandler, preValidationHookHandler } from 'fastify'
-import { FST_BLOCKING_MULTIPART_INVALID, unknownMessage } from './common/errors.js'
+import { FST_BLOCKING_MULTIPART_INVALID } from './common/errors.js'
 import { resolveInteger, resolveLimits, type ResolvedOptions } from './options.js'
 import { payloadOf, refused } from './reply.js'
+import { kUploadBody, kUploadContentType, kUploadReply } from './symbols.js'
 import type { Scheduler } from './scheduler.js'
 import type { ReadMultipartOptions, ReadMultipartResult } from './common/types.js'
 import { copyBytes, ownBuffer } from './common/clone.js'
-import { PayloadKind, type ParseTask, type UploadControl, type UploadLimits, type UploadMessage, type UploadSpec } from './common/protocol.js'
+import { PayloadKind, type ParseTask, type UploadControl, type UploadLimits, type UploadMessage, type UploadSpec, unknownMessage } from './common/protocol.js'
 
 const PRIVATE_TYPE = 'application/x-fastify-blocking-multipart'
 /** Bytes of a body in flight to the worker before it grants more. */
 export const UPLOAD_HIGH_WATER_MARK = 1_048_576
 
-const kContentType = Symbol('fastify-blocking.content-type')
-const kBody = Symbol('fastify-blocking.body')
-const kReply = Symbol('fastify-blocking.reply')
-
-type UploadRequest = FastifyRequest & { [kContentType]?: string, [kBody]?: Readable, [kReply]?: FastifyReply }
+type UploadRequest = FastifyRequest & { [kUploadContentType]: string | null, [kUploadBody]: Readable | null, [kUploadReply]: FastifyReply | null }
 
 function isMultipart (contentType: string | undefined): contentType is string {
   return contentType !== undefined && /^multipart\/form-data\b/i.test(contentType)
@@ -39,7 +36,7 @@ function isMultipart (contentType: string | undefined): contentType is string {
 /** The private parser: leaves the body unread for the worker. */
 export function registerParser (fastify: FastifyInstance): void {
   fastify.addContentTypeParser(PRIVATE_TYPE, (request, payload, done) => {
-    (request as UploadRequest)[kBody] = payload
+    (request as UploadRequest)[kUploadBody] = payload
     done(null, undefined)
   })
 }
@@ -47,8 +44,8 @@ export function registerParser (fastify: FastifyInstance): void {
 const renameContentType: onRequestHookHandler = function (request, reply, done) {
   const contentType = request.headers['content-type']
   if (isMultipart(contentType)) {
-    (request as UploadRequest)[kContentType] = contentType;
-    (request as UploadRequest)[kReply] = reply
+    (request as UploadRequest)[kUploadContentType] = contentType;
+    (request as UploadRequest)[kUploadReply] = reply
     request.headers['content-type'] = PRIVATE_TYPE
   }
   done()
@@ -56,13 +53,13 @@ const renameContentType: onRequestHookHandler = function (request, reply, done) 
 
 /** Where @fastify/multipart parses a route's body, only remember the reply (readMultipart cleans up on its close). */
 const rememberReply: onRequestHookHandler = function (request, reply, done) {
-  if (isMultipart(request.headers['content-type'])) (request as UploadRequest)[kReply] = reply
+  if (isMultipart(request.headers['content-type'])) (request as UploadRequest)[kUploadReply] = reply
   done()
 }
 
 const restoreContentType: preValidationHookHandler = function (request, reply, done) {
-  const original = (request as UploadRequest)[kContentType]
-  if (original !== undefined) request.headers['content-type'] = original
+  const original = (request as UploadRequest)[kUploadContentType]
+  if (original !== null) request.headers['content-type'] = original
   done()
 }
 
@@ -81,10 +78,10 @@ export function interceptMultipart (route: { onRequest?: unknown, preValidation?
 /** The unread multipart body of a request, if it has one. */
 export function multipartBody (request: FastifyRequest): { body: Readable, contentType: string } | undefined {
   const r = request as UploadRequest
-  const contentType = r[kContentType] ?? request.headers['content-type']
+  const contentType = r[kUploadContentType] ?? request.headers['content-type']
   if (!isMultipart(contentType)) return undefined
   // Ours when the route renamed the type; otherwise @fastify/multipart's parser left request.raw unread.
-  const body: Readable = r[kBody] ?? (request.raw as IncomingMessage)
+  const body: Readable = r[kUploadBody] ?? (request.raw as IncomingMessage)
   if (body.readableEnded) return undefined
   return { body, contentType }
 }
@@ -271,8 +268,8 @@ export function readMultipart (
       stream: true
     })
   } catch (err) {
-    const reply = (request as UploadRequest)[kReply]
-    if (reply !== undefined) refused(reply, scheduler, err)
+    const reply = (request as UploadRequest)[kUploadReply]
+    if (reply !== null) refused(reply, scheduler, err)
     void upload.cleanup()
     return Promise.reject(err)
   }
@@ -285,8 +282,8 @@ export function readMultipart (
   // that goes away first takes the task out of the queue if it is still there
   // (its body's end tells a running parse to stop).
   const over = entry.promise.then(() => {}, () => {})
-  const reply = (request as UploadRequest)[kReply]
-  if (reply !== undefined) {
+  const reply = (request as UploadRequest)[kUploadReply]
+  if (reply !== null) {
     reply.raw.once('close', () => {
       scheduler.cancel(submitted)
       void over.then(() => upload.cleanup())

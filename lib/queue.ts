@@ -19,6 +19,7 @@ import { stableName, TaskTable } from './task-names.js'
 import type { QueueCounts, QueueJobOptions, QueueStats } from './common/types.js'
 import { encodeArgs, type JobData } from './common/json.js'
 import { now } from './common/protocol.js'
+import { kQueueAdds } from './symbols.js'
 
 export type BullMQ = typeof import('bullmq')
 type RedisCtor = typeof import('ioredis').Redis
@@ -66,8 +67,7 @@ interface PendingAdd {
   claimed: boolean
 }
 
-const kAdds = Symbol('fastify-blocking.queue-adds')
-type ReplyWithAdds = FastifyReply & { [kAdds]?: PendingAdd[] }
+type ReplyWithAdds = FastifyReply & { [kQueueAdds]: PendingAdd[] | null }
 
 /** How often at most stats() asks Redis for the queue's counts. */
 const COUNTS_EVERY_MS = 1000
@@ -238,18 +238,19 @@ export class DurableQueue {
     this.track(reply, name, this.add(name, data, undefined), () => this.runLocally(reply, definition.id, definition.name, args, buffers))
   }
 
-  private track (reply: ReplyWithAdds, name: string, added: Promise<Added>, local: () => void): void {
+  private track (reply: FastifyReply, name: string, added: Promise<Added>, local: () => void): void {
     const pending: PendingAdd = { name, added, local, claimed: false }
     if (reply.raw.headersSent) {
       // Too late to hold the response (a stream, an onResponse hook): the outcome is logged.
       this.afterResponse(reply.log, pending)
       return
     }
-    let list = reply[kAdds]
-    if (list === undefined) {
+    const state = reply as ReplyWithAdds
+    let list = state[kQueueAdds]
+    if (list === null) {
       const adds: PendingAdd[] = []
       list = adds
-      reply[kAdds] = adds
+      state[kQueueAdds] = adds
       // A response that ends without onSend (the client left, a hijacked reply):
       // whatever onSend did not take is handled now.
       reply.raw.once('close', () => {
@@ -282,9 +283,9 @@ export class DurableQueue {
    * onSend: waits for the jobs this response queued. When one could not be
    * added, 'fail' answers 503 instead; 'local' runs it here after the response.
    */
-  beforeSend (reply: ReplyWithAdds): Promise<void> | undefined {
-    const adds = reply[kAdds]
-    if (adds === undefined || adds.every((add) => add.claimed)) return undefined
+  beforeSend (reply: FastifyReply): Promise<void> | undefined {
+    const adds = (reply as ReplyWithAdds)[kQueueAdds]
+    if (adds === null || adds.every((add) => add.claimed)) return undefined
     const mine = adds.filter((add) => !add.claimed)
     for (const add of mine) add.claimed = true
     return Promise.all(mine.map((add) => add.added)).then((results) => {

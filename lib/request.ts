@@ -10,6 +10,7 @@ import type { RequestSnapshot } from './common/protocol.js'
 import type { Entry, Meter } from './lane.js'
 import type { ResolvedRouteOptions } from './options.js'
 import type { Scheduler } from './scheduler.js'
+import { kInFlight } from './symbols.js'
 
 export interface BlockingRoute {
   /** The handler's identity (lib/common/define.ts). */
@@ -72,7 +73,6 @@ export function snapshotOf (request: FastifyRequest, reply: FastifyReply, route:
   return snapshot
 }
 
-const kInFlight = Symbol('fastify-blocking.in-flight')
 type WatchedSocket = Socket & { [kInFlight]?: Set<Entry> }
 
 /**

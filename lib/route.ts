@@ -10,9 +10,8 @@ import { applyHead, payloadOf, refused, serverTiming, writeLogs } from './reply.
 import { snapshotOf, unwatch, watchClient, type BlockingRoute } from './request.js'
 import type { Scheduler } from './scheduler.js'
 import { startStream, streamFrom } from './stream.js'
+import { kBlockingHandler } from './symbols.js'
 
-/** Marks a handler this plugin made, so that a route seen twice (the automatic HEAD route) is not wrapped twice. */
-export const kBlockingHandler = Symbol('fastify-blocking.handler')
 
 function deliver (request: FastifyRequest, reply: FastifyReply, outcome: Outcome, background: Background, route: BlockingRoute): unknown {
   if (outcome.logs !== undefined) writeLogs(request.log, outcome.logs)

@@ -7,7 +7,6 @@
 // whose credit is spent waits for its client without holding a thread's
 // place (scheduler pause/resume); each thread holds up to STREAMS_PER_THREAD (threads.ts)
 // such waiting streams besides the task it runs.
-import { unknownMessage } from './common/errors.js'
 import { Readable } from 'node:stream'
 import { MessageChannel, type MessagePort } from 'node:worker_threads'
 import type { FastifyReply, FastifyRequest } from 'fastify'
@@ -16,7 +15,7 @@ import { applyHead, refused, reviveError, serverTiming, writeLogs } from './repl
 import { snapshotOf, type BlockingRoute } from './request.js'
 import type { Entry } from './lane.js'
 import type { Scheduler } from './scheduler.js'
-import { PayloadKind, type SerializedError, type StreamMessage, type StreamTask } from './common/protocol.js'
+import { PayloadKind, type SerializedError, type StreamMessage, type StreamTask, unknownMessage } from './common/protocol.js'
 
 export function startStream (
   route: BlockingRoute,

@@ -4,10 +4,10 @@
 // of ours. Tasks go out on a channel and outcomes come back on it, batched:
 // what one turn of the event loop sends to a thread is one message, and so is
 // what a thread finished in one of its turns.
-import { unknownMessage } from './common/errors.js'
 import { MessageChannel, receiveMessageOnPort, type MessagePort, type Transferable } from 'node:worker_threads'
 import type { PoolAdapter } from './pools/adapter.js'
 import type { ChannelDown, ChannelUp, CheckOutcome, CheckTask, Outcome, Task } from './common/protocol.js'
+import { unknownMessage } from './common/protocol.js'
 
 /** Streams and uploads a thread holds while they wait for their clients, besides the task it runs. */
 export const STREAMS_PER_THREAD = 16

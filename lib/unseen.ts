@@ -8,8 +8,8 @@
 import { channel } from 'node:diagnostics_channel'
 import type { FastifyInstance, RouteOptions } from 'fastify'
 import { FST_BLOCKING_HANDLER_NOT_DEFINED } from './common/errors.js'
+import { kDeclared } from './symbols.js'
 
-const kDeclared = Symbol('fastify-blocking.declared')
 
 type Watched = FastifyInstance & { [kDeclared]?: RouteOptions[] }
 

@@ -60,7 +60,11 @@ for (const pool of pools) {
     const app = await build(t, pool)
     t.throws(() => app.get('/bad', { blocking: 'yes' }, snapshot), { code: 'FST_BLOCKING_INVALID_OPTION', message: /GET \/bad: blocking must be true or an object/ })
     t.throws(() => app.get('/bad2', { blocking: { timout: 5 } }, snapshot), { message: /blocking\.timout is not an option/ })
-    t.throws(() => app.get('/bad3', { blocking: { timeout: -5 } }, snapshot), { message: /blocking\.timeout must be a non-negative integer/ })
+    t.throws(() => app.get('/bad3', { blocking: { timeout: -5 } }, snapshot), { message: /^GET \/bad3: blocking\.timeout must be a non-negative integer/ })
+    t.throws(() => app.post('/bad4', { blocking: { highWaterMark: 0 } }, snapshot), { message: /^POST \/bad4: blocking\.highWaterMark must be a positive integer/ })
+    t.throws(() => app.post('/bad5', { blocking: { multipart: 1 } }, snapshot), { message: /^POST \/bad5: blocking\.multipart must be an object/ })
+    t.throws(() => app.post('/bad6', { blocking: { multipart: { limits: { files: -1 } } } }, snapshot), { message: /^POST \/bad6: blocking\.multipart\.limits\.files must be a non-negative integer/ })
+    t.throws(() => app.post('/bad7', { blocking: { multipart: { limits: { filez: 1 } } } }, snapshot), { message: /^POST \/bad7: blocking\.multipart\.limits\.filez is not a multipart limit/ })
   })
 
   test(`${pool}: registering the plugin twice is an error`, async (t) => {

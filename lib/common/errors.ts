@@ -102,12 +102,6 @@ export const FST_BLOCKING_PROTOCOL = createError<'FST_BLOCKING_PROTOCOL', 500, [
   500
 )
 
-/** The error for a message of the protocol that `where` does not know. */
-export function unknownMessage (where: string, message: unknown): Error {
-  const type = typeof message === 'object' && message !== null ? (message as { type?: unknown }).type : message
-  return new FST_BLOCKING_PROTOCOL(where, JSON.stringify(type) ?? String(type))
-}
-
 export const errors = {
   FST_BLOCKING_QUEUE_FULL,
   FST_BLOCKING_UNDER_PRESSURE,

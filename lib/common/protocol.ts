@@ -12,6 +12,7 @@
 // learns once (ChannelDown.names). Cancellation, timeouts and start times
 // stay in the shared slot table below.
 import type { MessagePort } from 'node:worker_threads'
+import { FST_BLOCKING_PROTOCOL } from './errors.js'
 import type { MultipartLimits } from './types.js'
 
 /**
@@ -338,4 +339,10 @@ export interface CheckOutcome {
   counts: Record<string, number>
   /** Why this thread runs at normal priority although `priority` asked otherwise, if it does. */
   priorityRefused?: string
+}
+
+/** The error for a message of the protocol that `where` does not know. */
+export function unknownMessage (where: string, message: unknown): Error {
+  const type = typeof message === 'object' && message !== null ? (message as { type?: unknown }).type : message
+  return new FST_BLOCKING_PROTOCOL(where, JSON.stringify(type) ?? String(type))
 }

@@ -115,7 +115,7 @@ export type BlockingTask<A extends unknown[] = unknown[], R = unknown> = (this: 
 export interface BlockingRouteOptions {
   /** ms the handler may run once a thread has started it; 0 = no limit. Overrides `taskTimeout`. */
   timeout?: number
-  /** Streaming routes: bytes in flight per stream. Default 65536. */
+  /** Streaming routes: bytes in flight per stream. Default 1 MiB (1048576). */
   highWaterMark?: number
   /** Multipart parsing limits for this route. */
   multipart?: { limits?: MultipartLimits }
@@ -207,7 +207,7 @@ export interface BlockingPluginOptions {
   pool?: 'piscina' | 'tinypool'
   /** Default `os.availableParallelism()`. */
   maxThreads?: number
-  /** Default: the pool's own default. */
+  /** Default: maxThreads (every thread starts with the app and stays). */
   minThreads?: number
   /** ms a spare thread lives. Default 30000. */
   idleTimeout?: number
