@@ -5,10 +5,9 @@
 // task back behind a long one); outcomes that settle later go at the end of
 // their microtask checkpoint. Nothing waits for a later turn of the event
 // loop, which a handler's own setImmediate() could end first.
-import { unknownMessage } from '../lib/common/errors.js'
 import type { MessagePort } from 'node:worker_threads'
 import { kTransfer, type Outbound } from './outcome.js'
-import { now, PayloadKind, SLOT_END_F64, SLOT_INTS, type ChannelDown, type ChannelUp, type CheckOutcome, type Outcome, type Task } from '../lib/common/protocol.js'
+import { now, PayloadKind, SLOT_END_F64, SLOT_INTS, type ChannelDown, type ChannelUp, type CheckOutcome, type Outcome, type Task, unknownMessage } from '../lib/common/protocol.js'
 
 /** ms an outcome may wait for others to go with it. */
 export const FLUSH_AFTER_MS = 0.5

@@ -12,10 +12,11 @@ import { join } from 'node:path'
 import type { Readable } from 'node:stream'
 import { Busboy, Dicer } from '@fastify/busboy'
 import parseParams from '@fastify/busboy/lib/utils/parseParams.js'
-import { FST_BLOCKING_MULTIPART_INVALID, FST_BLOCKING_MULTIPART_LIMIT, unknownMessage } from '../lib/common/errors.js'
+import { FST_BLOCKING_MULTIPART_INVALID, FST_BLOCKING_MULTIPART_LIMIT } from '../lib/common/errors.js'
 import type { WorkerFile } from '../lib/common/types.js'
 import { PartScanner } from './multipart-scan.js'
 import type { UploadControl, UploadMessage, UploadSpec } from '../lib/common/protocol.js'
+import { unknownMessage } from '../lib/common/protocol.js'
 
 /** A WorkerFile while it is parsed: `buffer` or `path` is set once its part has ended. */
 export type ParsedFile = Omit<WorkerFile, 'buffer' | 'path'> & { buffer?: Buffer, path?: string }

@@ -3,7 +3,6 @@
 // (bytes its client has read) and the generator waits when it has none, so a
 // slow client holds it back. While it waits, the thread runs other tasks: a
 // thread holds several streams at once (see STREAMS_PER_THREAD).
-import { unknownMessage } from '../lib/common/errors.js'
 import { copyBytes } from '../lib/common/clone.js'
 import { errorOutcome } from './outcome.js'
 import {
@@ -17,7 +16,8 @@ import {
   type Outcome,
   type StreamControl,
   type StreamMessage,
-  type StreamTask
+  type StreamTask,
+  unknownMessage
 } from '../lib/common/protocol.js'
 import { MessageChannel, type MessagePort } from 'node:worker_threads'
 import { createReply, finish, headOf, logsOf, transferOf, WorkerRequest, type WorkerReply } from './request.js'

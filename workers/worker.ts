@@ -4,7 +4,6 @@
 // claims the task's slot, runs it and turns what it returned or threw into an
 // outcome. A task never fails from here: errors are outcomes, so that a
 // session's failure means only one thing, a thread that died.
-import { unknownMessage } from '../lib/common/errors.js'
 import { threadId, workerData } from 'node:worker_threads'
 import { definedIn, lookup, moduleOf } from '../lib/common/define.js'
 import { load } from './loader.js'
@@ -29,7 +28,8 @@ import {
   type UploadSpec,
   type StreamTask,
   type Task,
-  type WorkerData
+  type WorkerData,
+  unknownMessage
 } from '../lib/common/protocol.js'
 import { asBuffer, createReply, finish, finishHead, logsOf, transferOf, WorkerRequest } from './request.js'
 import { handedOff, handOff, isStream, runStream } from './stream.js'
