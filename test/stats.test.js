@@ -1,7 +1,8 @@
 import { test } from 'tap'
-import { build, gate, pools, until } from './helpers.js'
+import { build, gate, holdThread, pools, until } from './helpers.js'
 import { waitAtGate } from './fixtures/gate.js'
 import * as f from './fixtures/failures.js'
+import { mixed } from './fixtures/streams.js'
 
 for (const pool of pools) {
   test(`${pool}: stats() counts requests and measures waits and runs`, async (t) => {
@@ -35,5 +36,32 @@ for (const pool of pools) {
     t.ok(s.runTime.p50 > 0 && s.runTime.p50 <= s.runTime.p99)
     t.ok(s.utilization > 0 && s.utilization <= 1)
     t.same(Object.keys(s.background).sort(), ['completed', 'failed', 'queued', 'running', 'runTime', 'waitTime'].sort())
+  })
+
+  test(`${pool}: stats() counts each route on its own`, async (t) => {
+    const app = await build(t, pool, { maxThreads: 1 })
+    app.get('/quick', { blocking: true }, f.quick)
+    app.post('/teapot', { blocking: true }, f.throwsHttp)
+    app.get('/stream', { blocking: true }, mixed)
+    app.get('/plain', async () => 'main thread')
+    await app.ready()
+    t.same(Object.keys(app.blocking.stats().routes).sort(), ['GET /quick', 'GET /stream', 'HEAD /quick', 'HEAD /stream', 'POST /teapot'])
+    const held = await holdThread(app)
+    const waiting = [app.inject('/quick'), app.inject('/quick'), app.inject({ method: 'POST', url: '/teapot' })]
+    await until(() => app.blocking.stats().routes['GET /quick'].queued === 2, { what: 'two queued /quick' })
+    t.equal(app.blocking.stats().routes['POST /teapot'].queued, 1)
+    await held.release()
+    await Promise.all(waiting)
+    await app.inject('/stream')
+    await app.inject('/plain')
+    // A stream's task ends just after its last chunk was sent.
+    await until(() => app.blocking.stats().running === 0, { what: 'the stream task to end' })
+    const { routes, completed } = app.blocking.stats()
+    t.match(routes['GET /quick'], { queued: 0, running: 0, completed: 2, failed: 0 })
+    t.ok(routes['GET /quick'].waitTime.p99 > 0, 'their waits are measured')
+    t.ok(routes['GET /quick'].runTime.p50 > 0)
+    t.match(routes['POST /teapot'], { queued: 0, running: 0, completed: 0, failed: 1 })
+    t.match(routes['GET /stream'], { completed: 1, failed: 0 })
+    t.equal(completed, 4, 'app.blocking.run() counts in the total, not in any route')
   })
 }
