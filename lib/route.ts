@@ -120,13 +120,13 @@ export function applyHead (reply: FastifyReply, head: Head | undefined): void {
   }
 }
 
-function deliver (request: FastifyRequest, reply: FastifyReply, outcome: Outcome, background: Background, route: BlockingRoute): unknown {
+function deliver (request: FastifyRequest, reply: FastifyReply, outcome: Outcome, background: Background, route: BlockingRoute, scheduler: Scheduler, entry: Entry): unknown {
   if (outcome.logs !== undefined) writeLogs(request.log, outcome.logs)
   if (outcome.kind === PayloadKind.Skipped) return undefined
   applyHead(reply, outcome)
   if (outcome.background !== undefined) background.fromWorker(reply, outcome.background)
   // A returned stream flows on the port the outcome carries.
-  if (outcome.kind === PayloadKind.Stream) return streamFrom(outcome.value as MessagePort, route, background, request, reply)
+  if (outcome.kind === PayloadKind.Stream) return streamFrom(outcome.value as MessagePort, route, background, request, reply, scheduler, entry)
   return payloadOf(outcome)
 }
 
@@ -267,7 +267,7 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
         (outcome) => {
           unwatch(watched, entry)
           if (timed) serverTiming(reply, scheduler, entry)
-          return deliver(request, reply, outcome, background, route)
+          return deliver(request, reply, outcome, background, route, scheduler, entry)
         },
         (err: unknown) => {
           unwatch(watched, entry)
@@ -283,7 +283,7 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
         await cleanup()
         if (timed) serverTiming(reply, scheduler, entry)
         try {
-          return deliver(request, reply, outcome, background, route)
+          return deliver(request, reply, outcome, background, route, scheduler, entry)
         } catch (err) {
           closeAfterLimit(reply, err)
           throw err
