@@ -76,7 +76,12 @@ async function stats (url) {
 function beforeBuild (log) {
   if (process.env.BENCH_BEFORE) return { dir: resolve(process.env.BENCH_BEFORE), cleanup () {} }
   const dir = mkdtempSync(join(os.tmpdir(), 'fastify-blocking-before-'))
-  const cleanup = () => rmSync(dir, { recursive: true, force: true })
+  // Also when the run is stopped (harness.js exits on SIGTERM and SIGHUP).
+  const cleanup = () => {
+    process.off('exit', cleanup)
+    rmSync(dir, { recursive: true, force: true })
+  }
+  process.once('exit', cleanup)
   try {
     log(`cold: building ${BEFORE_COMMIT} for the "before" rows`)
     const archive = execFileSync('git', ['-C', repo, 'archive', BEFORE_COMMIT], { maxBuffer: 1 << 30 })
