@@ -461,8 +461,11 @@ export class Scheduler {
       channel.long++
     }
     // Counted even past the cap (briefly over it, at worst): the stream is open already.
-    this.streams++
-    channel.held++
+    // An upload's task counts as a stream from its start.
+    if (entry.job.stream !== true) {
+      this.streams++
+      channel.held++
+    }
     const answer = entry.resolve
     entry.promise = new Promise<Outcome>((resolve, reject) => {
       entry.resolve = resolve

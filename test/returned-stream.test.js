@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { build, get, listen, pools, readAll, until } from './helpers.js'
 import * as c from './fixtures/context.js'
+import * as s from './fixtures/security.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'fastify-blocking-returned-'))
 const file = join(dir, 'data.txt')
@@ -138,6 +139,25 @@ for (const pool of pools) {
     slow.destroy()
     await until(() => ended(paced) !== undefined, { what: 'the paced stream to be destroyed' })
     t.equal(timeouts(), timedOut, 'and did not time out')
+  })
+
+  test(`${pool}: an upload's handler may return a stream of its spooled file; the stream's place is given back at its end`, async (t) => {
+    const app = await build(t, pool, { maxThreads: 1, multipart: { spoolThreshold: 10 } })
+    app.post('/upload', { blocking: true }, c.uploadedFile)
+    app.get('/short', { blocking: true }, s.shortStream)
+    const port = await listen(app)
+    const sent = 'y'.repeat(100_000)
+    const bodies = []
+    // More than one thread's places for open streams (maxThreads × 16, one running).
+    for (let i = 0; i < 20; i++) {
+      const form = new FormData()
+      form.append('f', new Blob([sent]), 'f.txt')
+      const res = await fetch(`http://127.0.0.1:${port}/upload`, { method: 'POST', body: form })
+      bodies.push(`${res.status} ${(await res.text()) === sent}`)
+    }
+    t.same(new Set(bodies), new Set(['200 true']), 'each spooled file streamed whole (deleted only after)')
+    const res = await fetch(`http://127.0.0.1:${port}/short`)
+    t.equal(`${res.status} ${await res.text()}`, '200 short', 'a generator stream after them has a place')
   })
 
   test(`${pool}: an error after a returned stream's first chunk cuts the response, logged once`, async (t) => {
