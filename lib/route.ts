@@ -280,7 +280,10 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
     return entry.promise.then(
       async (outcome) => {
         unwatch(watched, entry)
-        await cleanup()
+        // A returned stream may read a spooled file: the files go at its end
+        // (entry.promise now stands for it, see Scheduler.streaming()).
+        if (outcome.kind === PayloadKind.Stream) void entry.promise.then(cleanup, cleanup)
+        else await cleanup()
         if (timed) serverTiming(reply, scheduler, entry)
         try {
           return deliver(request, reply, outcome, background, route, scheduler, entry)
