@@ -171,7 +171,10 @@ export function render ({ settings, runs, reps, threads }) {
       measured: ratio(runs, pool, `${pool}-before`, p99('first')),
       test: (v) => v <= 0.6,
       format: times,
-      limit: JIT
+      limit: 'before, the startup check had already imported the handler modules on one thread, so the first burst there ' +
+        'waited for one import at most (on the second thread, while the first served); ' +
+        'what both pay is the JIT warm-up of the handler in each thread (next target), and with other processes taking ' +
+        'most of the two cores (last column of the table), a second cold thread has little CPU to add.'
     }),
     target({
       what: `${pool}: first burst p99 vs warm`,
@@ -198,8 +201,10 @@ so that idle threads end within the scenario. \`GET /image\` is the blocking han
 and pako and builds a 64 K-entry table, ~0.5–1 s of work in a fresh thread here; the handler renders a
 128×128 image, blurs it and deflates it (a few ms warm, code the JIT has never seen in a fresh thread).
 *Before* is commit ${settings.beforeCommit}, the last before threads imported the handler modules when they start and
-\`minThreads\` defaulted to \`maxThreads\`: there \`minThreads\` was the pool's default (half the cores, ${Math.max(1, threads / 2)} here)
-and a thread imported a handler's module when its first request came. \`bench/scenarios/cold.js\` builds that commit in a
+\`minThreads\` defaulted to \`maxThreads\`. There piscina kept its own default (half the cores, ${Math.max(1, threads / 2)} here) and tinypool
+kept every thread (the plugin set its \`minThreads\` to \`maxThreads\`, so its threads never ended when idle); \`ready()\` ran a
+startup check on one thread, which imported the handler modules there; any other thread imported a handler's module
+when its first request came. \`bench/scenarios/cold.js\` builds that commit in a
 temporary directory (\`git archive\`, \`tsc\`) and runs the same server file on it. *After* is this commit with the same options.
 
 Each run: the server listens (*listening after*: from the process's start to \`ready()\` resolved, which now includes the
