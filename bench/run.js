@@ -45,7 +45,7 @@ const THREADS = 2
 const WORK_MS = 20
 /** A round in which other processes used more than this many cores (on average, in any of its runs) is disturbed. */
 const DISTURBED = 0.3
-/** Rounds run at most beyond --reps to make up for disturbed ones. */
+/** Rounds run at most beyond --reps to make up for disturbed ones (a scenario's defaults.extraRounds overrides it). */
 const EXTRA_ROUNDS = 2
 /**
  * Before each run, wait until the machine is quiet (other processes under
@@ -94,6 +94,7 @@ for (const scenario of selected) {
   const warmup = Number(flags.warmup ?? (flags.quick ? 0.5 : scenario.defaults.warmup))
   const duration = Number(flags.duration ?? (flags.quick ? 2 : scenario.defaults.duration))
   const reps = repsOf(scenario)
+  const extraRounds = scenario.defaults.extraRounds ?? EXTRA_ROUNDS
   const failures = []
   const ctx = {
     reps,
@@ -105,15 +106,15 @@ for (const scenario of selected) {
     log,
     /**
      * Measures each contender once per round, each time on a fresh server,
-     * until `reps` rounds were undisturbed (see DISTURBED) or EXTRA_ROUNDS
-     * more were run. `measureOne(server, contender)` measures one. `server` (default bench/servers/server.js) is the
+     * until `reps` rounds were undisturbed (see DISTURBED) or extraRounds
+     * (EXTRA_ROUNDS unless the scenario says) more were run. `measureOne(server, contender)` measures one. `server` (default bench/servers/server.js) is the
      * server file, `env` more environment for it.
      */
     async rounds (contenders, measureOne, { server: file = serverFile, env } = {}) {
       const runs = []
       let clean = 0
       let budget = flags.quick ? 0 : QUIET_BUDGET
-      for (let rep = 1; clean < reps && rep <= reps + EXTRA_ROUNDS; rep++) {
+      for (let rep = 1; clean < reps && rep <= reps + extraRounds; rep++) {
         const order = rep % 2 === 1 ? contenders : [...contenders].reverse()
         const round = []
         for (const contender of order) {

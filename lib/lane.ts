@@ -47,6 +47,11 @@ export class Entry {
   channel: Channel | undefined = undefined
   /** Handed over as a short task (it may have waited on its thread behind others). */
   short = false
+  /**
+   * Its handler returned a stream: the task goes on as a stream until the
+   * stream ends, and `promise` now stands for that end (see Scheduler.streaming()).
+   */
+  returned = false
   promise!: Promise<Outcome>
   resolve!: (outcome: Outcome) => void
   reject!: (err: Error) => void

@@ -8,18 +8,18 @@ import type { Background } from './background.js'
 import { closeAfterLimit, multipartBody, startUpload, type Upload } from './multipart.js'
 import { applyHead, payloadOf, refused, serverTiming, writeLogs } from './reply.js'
 import { snapshotOf, unwatch, watchClient, type BlockingRoute } from './request.js'
+import type { Entry } from './lane.js'
 import type { Scheduler } from './scheduler.js'
 import { startStream, streamFrom } from './stream.js'
 import { kBlockingHandler } from './symbols.js'
 
-
-function deliver (request: FastifyRequest, reply: FastifyReply, outcome: Outcome, background: Background, route: BlockingRoute): unknown {
+function deliver (request: FastifyRequest, reply: FastifyReply, outcome: Outcome, background: Background, route: BlockingRoute, scheduler: Scheduler, entry: Entry): unknown {
   if (outcome.logs !== undefined) writeLogs(request.log, outcome.logs)
   if (outcome.kind === PayloadKind.Skipped) return undefined
   applyHead(reply, outcome)
   if (outcome.background !== undefined) background.fromWorker(reply, outcome.background)
   // A returned stream flows on the port the outcome carries.
-  if (outcome.kind === PayloadKind.Stream) return streamFrom(outcome.value as MessagePort, route, background, request, reply)
+  if (outcome.kind === PayloadKind.Stream) return streamFrom(outcome.value as MessagePort, route, background, request, reply, scheduler, entry)
   return payloadOf(outcome)
 }
 
@@ -75,7 +75,7 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
         (outcome) => {
           unwatch(watched, entry)
           if (timed) serverTiming(reply, scheduler, entry)
-          return deliver(request, reply, outcome, background, route)
+          return deliver(request, reply, outcome, background, route, scheduler, entry)
         },
         (err: unknown) => {
           unwatch(watched, entry)
@@ -88,10 +88,13 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
     return entry.promise.then(
       async (outcome) => {
         unwatch(watched, entry)
-        await cleanup()
+        // A returned stream may read a spooled file: the files go at its end
+        // (entry.promise now stands for it, see Scheduler.streaming()).
+        if (outcome.kind === PayloadKind.Stream) void entry.promise.then(cleanup, cleanup)
+        else await cleanup()
         if (timed) serverTiming(reply, scheduler, entry)
         try {
-          return deliver(request, reply, outcome, background, route)
+          return deliver(request, reply, outcome, background, route, scheduler, entry)
         } catch (err) {
           closeAfterLimit(reply, err)
           throw err

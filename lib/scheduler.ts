@@ -422,7 +422,45 @@ export class Scheduler {
   private received (slot: number, outcome: Outcome | undefined, err: Error | undefined): void {
     const entry = this.bySlot[slot]
     if (entry === undefined || entry.phase !== Phase.Running) return
-    this.settle(entry, outcome, err)
+    if (outcome?.kind === PayloadKind.Stream && !entry.returned) this.streaming(entry, outcome)
+    else this.settle(entry, outcome, err)
+  }
+
+  /**
+   * The handler returned a stream: its task goes on as a stream while the
+   * stream is read, as a generator's does (its place among the streams and on
+   * its thread, its timeout between chunks, pause/resume, cancel), until the
+   * worker sends the task's second outcome at the stream's end. The caller
+   * gets the outcome (and the port it carries) now; `entry.promise` then
+   * stands for the stream's end: it rejects on a timeout or a thread that died.
+   */
+  private streaming (entry: Entry, outcome: Outcome): void {
+    entry.returned = true
+    const channel = entry.channel!
+    if (entry.short) {
+      entry.short = false
+      channel.long++
+    }
+    // Counted even past the cap (briefly over it, at worst): the stream is open already.
+    // An upload's task counts as a stream from its start.
+    if (entry.job.stream !== true) {
+      this.streams++
+      channel.held++
+    }
+    const answer = entry.resolve
+    entry.promise = new Promise<Outcome>((resolve, reject) => {
+      entry.resolve = resolve
+      entry.reject = reject
+    })
+    // Its caller may look at it a turn later (after an upload's cleanup): a timeout meanwhile is not unhandled.
+    entry.promise.catch(() => {})
+    if (entry.answered) {
+      // Timed out before the handler returned: nobody reads the stream. Closing
+      // its port ends it in the worker (the source is destroyed).
+      (outcome.value as { close?: () => void } | undefined)?.close?.()
+      return
+    }
+    answer(outcome)
   }
 
   /**
@@ -512,7 +550,7 @@ export class Scheduler {
       if (!entry.short) channel.long--
       if (!this.ownPool(job)) this.active--
     }
-    if (job.stream === true) {
+    if (job.stream === true || entry.returned) {
       this.streams--
       channel.held--
     }

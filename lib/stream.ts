@@ -43,29 +43,35 @@ export function startStream (
     port2.close()
     return Promise.reject(err)
   }
-  return feed(port, route, background, request, reply, { scheduler, entry })
+  return feed(port, route, background, request, reply, { scheduler, entry, returned: false })
 }
 
 /**
- * A stream a handler returned (PayloadKind.Stream): its task is over, and it
- * flows on `port` once credit is granted. A thread that dies closes the port.
+ * A stream a handler returned (PayloadKind.Stream): it flows on `port` once
+ * credit is granted, and its task (`entry`, whose promise now stands for the
+ * stream's end: see Scheduler.streaming()) goes on until it ends, as a
+ * generator's does.
  */
-export function streamFrom (port: MessagePort, route: BlockingRoute, background: Background, request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
-  return feed(port, route, background, request, reply, undefined)
+export function streamFrom (port: MessagePort, route: BlockingRoute, background: Background, request: FastifyRequest, reply: FastifyReply, scheduler: Scheduler, entry: Entry): Promise<unknown> {
+  return feed(port, route, background, request, reply, { scheduler, entry, returned: true })
 }
 
-/** The Readable Fastify sends, fed by a worker over `port`, paced by credit; `task` when the stream holds a task (a generator handler). */
+/**
+ * The Readable Fastify sends, fed by a worker over `port`, paced by credit,
+ * for the task `task.entry` (a generator handler's, or one whose handler
+ * returned a stream: `returned`, whose head and Server-Timing went with its first outcome).
+ */
 function feed (
   port: MessagePort,
   route: BlockingRoute,
   background: Background,
   request: FastifyRequest,
   reply: FastifyReply,
-  task: { scheduler: Scheduler, entry: Entry } | undefined
+  task: { scheduler: Scheduler, entry: Entry, returned: boolean }
 ): Promise<unknown> {
   const highWaterMark = route.options.highWaterMark
   const timing = (run?: string): void => {
-    if (task !== undefined && route.options.serverTiming) serverTiming(reply, task.scheduler, task.entry, run)
+    if (!task.returned && route.options.serverTiming) serverTiming(reply, task.scheduler, task.entry, run)
   }
   return new Promise((resolve, reject) => {
     const raw = reply.raw
@@ -73,7 +79,7 @@ function feed (
     let finished = false
     // Bytes the worker may send (granted) against bytes it sent (received).
     // A returned stream starts with none: its first credit goes below.
-    let granted = task === undefined ? 0 : highWaterMark
+    let granted = task.returned ? 0 : highWaterMark
     let received = 0
 
     // A client that reads nothing for stallTimeout ms while the stream waits
@@ -122,7 +128,7 @@ function feed (
       granted += credit
       unstall()
       port.postMessage({ type: 'stream:more', credit })
-      if (task !== undefined) task.scheduler.resume(task.entry)
+      task.scheduler.resume(task.entry)
     }
     const onClose = (): void => {
       if (finished || raw.writableFinished) return
@@ -130,16 +136,12 @@ function feed (
       finished = true
       unstall()
       raw.removeListener('close', onClose)
-      if (task !== undefined) {
-        task.scheduler.cancel(task.entry)
-        // Told over the port (a worker waiting for credit wakes on it), which is
-        // closed once the task is over: the task, and the port's other end with
-        // it, may still be in its channel's outbox.
-        port.postMessage({ type: 'stream:cancel' })
-        void task.entry.promise.then(() => port.close(), () => port.close())
-      } else {
-        port.close()
-      }
+      task.scheduler.cancel(task.entry)
+      // Told over the port (a worker waiting for credit wakes on it), which is
+      // closed once the task is over: the task, and the port's other end with
+      // it, may still be in its channel's outbox.
+      port.postMessage({ type: 'stream:cancel' })
+      void task.entry.promise.then(() => port.close(), () => port.close())
       body?.destroy()
       resolve(undefined)
     }
@@ -160,7 +162,7 @@ function feed (
           // A view over the transferred buffer: no copy.
           body.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength))
           if (granted - received <= 0) {
-            if (task !== undefined) task.scheduler.pause(task.entry)
+            task.scheduler.pause(task.entry)
             if (route.options.stallTimeout > 0 && stall === undefined) stall = setTimeout(stalled, route.options.stallTimeout).unref()
           }
           break
@@ -192,13 +194,10 @@ function feed (
     }
     port.on('message', onMessage)
 
-    if (task === undefined) {
-      // The thread died (or ended its session) before the stream's end.
-      // The worker leaves its end open for this side to close: a close from there is a thread that died.
-      port.once('close', () => fail(new Error(`fastify-blocking: the worker thread streaming ${route.label} ended before the stream did`)))
+    if (task.returned) {
+      // The handler has returned: the stream may send its first chunk.
       granted = highWaterMark
       port.postMessage({ type: 'stream:more', credit: highWaterMark })
-      return
     }
     task.entry.promise.then((outcome) => {
       // The task ends after its last message was posted; a task that failed
@@ -207,7 +206,16 @@ function feed (
       if (outcome.kind === PayloadKind.Error) {
         if (outcome.logs !== undefined) writeLogs(request.log, outcome.logs)
         fail(reviveError(outcome.value as SerializedError))
-      } else if (outcome.kind === PayloadKind.Skipped && outcome.logs !== undefined) writeLogs(request.log, outcome.logs)
+      } else if (outcome.kind === PayloadKind.Skipped) {
+        if (outcome.logs !== undefined) writeLogs(request.log, outcome.logs)
+        // Cancelled before this side saw its client leave (a returned stream
+        // whose client left while its handler ran): nothing is left to send.
+        if (!finished) {
+          finish()
+          body?.destroy()
+          resolve(undefined)
+        }
+      }
     }, fail)
   })
 }

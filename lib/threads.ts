@@ -6,8 +6,7 @@
 // what a thread finished in one of its turns.
 import { MessageChannel, receiveMessageOnPort, type MessagePort, type Transferable } from 'node:worker_threads'
 import type { PoolAdapter } from './pools/adapter.js'
-import type { ChannelDown, ChannelUp, CheckOutcome, CheckTask, Outcome, Task } from './common/protocol.js'
-import { unknownMessage } from './common/protocol.js'
+import { PayloadKind, unknownMessage, type ChannelDown, type ChannelUp, type CheckOutcome, type CheckTask, type Outcome, type Task } from './common/protocol.js'
 
 /** Streams and uploads a thread holds while they wait for their clients, besides the task it runs. */
 export const STREAMS_PER_THREAD = 16
@@ -252,8 +251,10 @@ export class Threads {
         const { outcomes } = message
         for (let i = 0; i < outcomes.length; i += 2) {
           const slot = outcomes[i] as number
-          this.done(channel, slot)
-          this.deliver(slot, outcomes[i + 1] as Outcome, undefined)
+          const outcome = outcomes[i + 1] as Outcome
+          // A returned stream's task goes on until the stream ends (its second outcome).
+          if (outcome.kind !== PayloadKind.Stream) this.done(channel, slot)
+          this.deliver(slot, outcome, undefined)
         }
         break
       }

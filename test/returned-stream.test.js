@@ -1,17 +1,27 @@
 // A returned stream is streamed like a generator; any other value must be
 // plain data: never the JSON of an object's internals.
 import t, { test } from 'tap'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { build, get, listen, pools, readAll, until } from './helpers.js'
 import * as c from './fixtures/context.js'
+import * as s from './fixtures/security.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'fastify-blocking-returned-'))
 const file = join(dir, 'data.txt')
 writeFileSync(file, 'x'.repeat(300_000) + 'end')
 
 t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+
+let flags = 0
+/** A fresh file name in the test's directory, which the `watched` fixture writes when its stream ends. */
+function flag () {
+  return join(dir, `flag-${flags++}`)
+}
+const ended = (file) => (existsSync(file) ? readFileSync(file, 'utf8') : undefined)
+const watchedPath = (kind, file) => `/watched?kind=${kind}&flag=${encodeURIComponent(file)}`
 
 for (const pool of pools) {
   test(`${pool}: a returned fs.createReadStream is streamed, with the head set before it`, async (t) => {
@@ -54,6 +64,100 @@ for (const pool of pools) {
     let destroyed = 0
     for (let i = 0; i < 10_000 && destroyed === 0; i++) destroyed = (await app.inject('/destroyed')).json()
     t.equal(destroyed, 1, 'the worker destroyed the Readable')
+  })
+
+  test(`${pool}: a returned stream holds its task while it is read; a client that leaves ends it in the worker`, async (t) => {
+    const app = await build(t, pool, { maxThreads: 1 })
+    app.get('/watched', { blocking: { highWaterMark: 65_536 } }, c.watched)
+    const port = await listen(app)
+    for (const kind of ['readable', 'web']) {
+      const file = flag()
+      const res = await get(port, watchedPath(kind, file))
+      t.equal(res.statusCode, 200)
+      await new Promise((resolve) => res.once('data', resolve))
+      res.pause()
+      t.equal(app.blocking.stats().running, 1, `${kind}: the stream counts as a running task while it is open`)
+      res.destroy()
+      await until(() => ended(file) !== undefined, { what: `the ${kind} stream to end in the worker` })
+      t.equal(ended(file), kind === 'web' ? 'cancelled' : 'destroyed', `${kind}: ended in the worker`)
+      await until(() => app.blocking.stats().running === 0, { what: 'the task to end' })
+    }
+  })
+
+  test(`${pool}: a returned stream whose client reads nothing is ended by stallTimeout`, async (t) => {
+    const app = await build(t, pool, { maxThreads: 1, stallTimeout: 300 })
+    app.get('/watched', { blocking: true }, c.watched)
+    const port = await listen(app)
+    const file = flag()
+    // A client that sends its request, then reads nothing.
+    const socket = connect(port, '127.0.0.1', () => socket.write(`GET ${watchedPath('readable', file)} HTTP/1.1\r\nHost: localhost\r\n\r\n`))
+    socket.pause()
+    socket.on('error', () => {})
+    t.teardown(() => socket.destroy())
+    await until(() => ended(file) !== undefined, { what: 'the stalled stream to be destroyed' })
+    t.equal(ended(file), 'destroyed')
+    t.ok(app.logs.some((l) => l.level === 40 && /stallTimeout/.test(l.msg)), 'the closing was logged at warn')
+    await until(() => app.blocking.stats().running === 0, { what: 'the task to end' })
+  })
+
+  test(`${pool}: a returned stream that stops producing is ended by the route's timeout`, async (t) => {
+    const app = await build(t, pool, { maxThreads: 1 })
+    app.get('/watched', { blocking: { timeout: 300 } }, c.watched)
+    app.get('/web', { blocking: { timeout: 300 } }, c.webStream)
+    const port = await listen(app)
+    // Silent from the start: the error handler answers.
+    const silent = flag()
+    const res = await app.inject(watchedPath('silent', silent))
+    t.equal(res.statusCode, 503)
+    t.equal(res.json().code, 'FST_BLOCKING_TIMEOUT')
+    await until(() => ended(silent) !== undefined, { what: 'the silent stream to be destroyed' })
+    // Silent after its first chunk: the response is cut, the error logged.
+    const hang = flag()
+    const { body, complete } = await readAll(await get(port, watchedPath('hang', hang)))
+    t.same([body, complete], ['first;', false], 'the response was cut after the first chunk')
+    await until(() => ended(hang) !== undefined, { what: 'the hanging stream to be destroyed' })
+    t.equal(ended(hang), 'destroyed')
+    t.equal(app.logs.filter((l) => l.err?.code === 'FST_BLOCKING_TIMEOUT' && /after its first chunk/.test(l.msg)).length, 1, 'logged once')
+    await until(() => app.blocking.stats().running === 0, { what: 'the task to end' })
+    t.equal((await app.inject('/web')).body, 'web,stream', 'a stream that ends in time is whole')
+    // Time spent waiting for the client does not count: a client that stops
+    // reading for longer than the timeout (a second app's timeout is the clock)
+    // then reads on.
+    const timeouts = () => app.logs.filter((l) => l.err?.code === 'FST_BLOCKING_TIMEOUT').length
+    const timedOut = timeouts()
+    const paced = flag()
+    const slow = await get(port, watchedPath('readable', paced))
+    await new Promise((resolve) => slow.once('data', resolve))
+    slow.pause()
+    const clock = await build(t, pool, { maxThreads: 1 })
+    clock.get('/watched', { blocking: { timeout: 300 } }, c.watched)
+    t.equal((await clock.inject(watchedPath('silent', flag()))).statusCode, 503, 'the clock timed out')
+    let more = 0
+    slow.on('data', (chunk) => { more += chunk.length })
+    slow.resume()
+    await until(() => more >= 1_000_000, { what: 'the slow client to read on' })
+    slow.destroy()
+    await until(() => ended(paced) !== undefined, { what: 'the paced stream to be destroyed' })
+    t.equal(timeouts(), timedOut, 'and did not time out')
+  })
+
+  test(`${pool}: an upload's handler may return a stream of its spooled file; the stream's place is given back at its end`, async (t) => {
+    const app = await build(t, pool, { maxThreads: 1, multipart: { spoolThreshold: 10 } })
+    app.post('/upload', { blocking: true }, c.uploadedFile)
+    app.get('/short', { blocking: true }, s.shortStream)
+    const port = await listen(app)
+    const sent = 'y'.repeat(100_000)
+    const bodies = []
+    // More than one thread's places for open streams (maxThreads × 16, one running).
+    for (let i = 0; i < 20; i++) {
+      const form = new FormData()
+      form.append('f', new Blob([sent]), 'f.txt')
+      const res = await fetch(`http://127.0.0.1:${port}/upload`, { method: 'POST', body: form })
+      bodies.push(`${res.status} ${(await res.text()) === sent}`)
+    }
+    t.same(new Set(bodies), new Set(['200 true']), 'each spooled file streamed whole (deleted only after)')
+    const res = await fetch(`http://127.0.0.1:${port}/short`)
+    t.equal(`${res.status} ${await res.text()}`, '200 short', 'a generator stream after them has a place')
   })
 
   test(`${pool}: an error after a returned stream's first chunk cuts the response, logged once`, async (t) => {

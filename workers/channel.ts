@@ -6,7 +6,7 @@
 // their microtask checkpoint. Nothing waits for a later turn of the event
 // loop, which a handler's own setImmediate() could end first.
 import type { MessagePort } from 'node:worker_threads'
-import { kTransfer, type Outbound } from './outcome.js'
+import { kFollow, kTransfer, type Outbound } from './outcome.js'
 import { now, PayloadKind, SLOT_END_F64, SLOT_INTS, type ChannelDown, type ChannelUp, type CheckOutcome, type Outcome, type Task, unknownMessage } from '../lib/common/protocol.js'
 
 /** ms an outcome may wait for others to go with it. */
@@ -90,6 +90,12 @@ export function serve (port: MessagePort, times: Float64Array, session: Session,
     const settle = (slot: number) => (outcome: unknown) => {
       outbox.add(slot, outcome as Outbound)
       outbox.flushSoon()
+      follow(slot, outcome)
+    }
+    // A returned stream's task ends at the stream's end: a second outcome for its slot.
+    const follow = (slot: number, outcome: unknown): void => {
+      const end = (outcome as Outbound | undefined)?.[kFollow]
+      if (end !== undefined) void end.then(settle(slot))
     }
     port.on('message', (message: ChannelDown) => {
       switch (message.type) {
@@ -100,7 +106,10 @@ export function serve (port: MessagePort, times: Float64Array, session: Session,
             outbox.flushIfStale()
             const result = session.start(task)
             if (isPromise(result)) result.then(settle(task.slot))
-            else outbox.add(task.slot, result as Outbound)
+            else {
+              outbox.add(task.slot, result as Outbound)
+              follow(task.slot, result)
+            }
           }
           outbox.flush()
           break

@@ -8,8 +8,15 @@ import { PayloadKind, type LogLine, type Outcome, type SerializedError } from '.
  */
 export const kTransfer = Symbol('fastify-blocking.transfer')
 
-/** An outcome on its way out, with what it transfers. */
-export type Outbound = Outcome & { [kTransfer]?: ArrayBuffer[] }
+/**
+ * The task's second outcome, when its first does not end it (a returned
+ * stream: the slot stays the task's until the stream ends). Under a symbol,
+ * like kTransfer: it stays on this side.
+ */
+export const kFollow = Symbol('fastify-blocking.follow')
+
+/** An outcome on its way out, with what it transfers (and, for a returned stream, its end). */
+export type Outbound = Outcome & { [kTransfer]?: ArrayBuffer[], [kFollow]?: Promise<Outcome> }
 
 /**
  * What a function returned, as an outcome. Bytes go back as a fresh copy whose

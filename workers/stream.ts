@@ -108,17 +108,24 @@ class Coalescer {
 type Gen = Generator<unknown, unknown, undefined> | AsyncGenerator<unknown, unknown, undefined>
 type Source = Pick<AsyncIterator<unknown, unknown, undefined>, 'next' | 'return'> | Gen
 
-/** Where a stream's slot is, when it has one (a generator handler's task); a returned stream has none. */
+/** Where a stream's slot is: a generator handler's task, or the task of a handler that returned a stream. */
 interface Slot {
   state: Int32Array
   start: Float64Array
   slot: number
 }
 
+/** How a stream is read: a returned one is read ahead and carries no head (it went with the task's outcome). */
+interface Mode {
+  returned: boolean
+  /** Ends the source at once, even while a read waits (a Readable that never pushes again): the client left. */
+  abort?: (() => void) | undefined
+}
+
 export function runStream (task: StreamTask, fn: Function, state: Int32Array, start: Float64Array, gauges: Int32Array, config: unknown): Promise<Outcome> {
   const reply = createReply(task.request, gauges)
   const request = new WorkerRequest(task.request, config, reply, state, task.slot)
-  return pump(task.port, task.highWaterMark, { state, start, slot: task.slot }, reply, () => fn(request, reply) as Gen)
+  return pump(task.port, task.highWaterMark, { state, start, slot: task.slot }, { returned: false }, reply, () => fn(request, reply) as Gen)
 }
 
 /** A Node Readable (or a look-alike from the readable-stream package), a web ReadableStream, or a generator object. */
@@ -136,44 +143,75 @@ export function isStream (value: unknown): boolean {
 /** Active streams that a handler returned: the thread's session waits for them before it ends. */
 export const handedOff = new Set<Promise<Outcome>>()
 
-/**
- * A stream a handler returned: it flows on a port of its own, the way a
- * generator handler's chunks do, once the main thread grants credit. Returns
- * the port to send back in the task's outcome.
- */
-export function handOff (value: unknown, reply: WorkerReply): MessagePort {
-  const { port1, port2 } = new MessageChannel()
-  const source = (value instanceof ReadableStream || typeof (value as { pipe?: unknown }).pipe === 'function')
-    ? (value as AsyncIterable<unknown>)[Symbol.asyncIterator]() as Source
-    : value as Gen
-  // Status and headers went with the task's outcome: what is set later is not sent.
-  const done = pump(port1, 0, undefined, reply, () => source)
-  handedOff.add(done)
-  void done.finally(() => handedOff.delete(done))
-  return port2
+/** How a returned stream is read, and how it is ended early. */
+function sourceOf (value: unknown): { source: Source, abort: (() => void) | undefined } {
+  if (value instanceof ReadableStream) {
+    // A reader, not the stream's async iterator: the iterator's return() waits
+    // behind a pending read, a reader's cancel() ends that read.
+    const reader = (value as ReadableStream<unknown>).getReader()
+    const cancel = async (): Promise<IteratorResult<unknown>> => {
+      await reader.cancel()
+      return { done: true, value: undefined }
+    }
+    return {
+      source: { next: async () => await reader.read() as IteratorResult<unknown>, return: cancel },
+      abort: () => { reader.cancel().catch(() => {}) }
+    }
+  }
+  const readable = value as { pipe?: unknown, destroy?: unknown }
+  if (typeof readable.pipe === 'function') {
+    return {
+      source: (value as AsyncIterable<unknown>)[Symbol.asyncIterator]() as Source,
+      // destroy() ends a read that waits: the iterator's return() would wait behind it.
+      abort: typeof readable.destroy === 'function' ? () => (readable.destroy as () => void).call(value) : undefined
+    }
+  }
+  // A generator object: its return() runs its finally blocks once its pending step is over.
+  return { source: value as Gen, abort: undefined }
 }
 
-async function pump (port: MessagePort, initialCredit: number, at: Slot | undefined, reply: WorkerReply, open: () => Source): Promise<Outcome> {
-  const stateIndex = at === undefined ? -1 : at.slot * SLOT_INTS + SLOT_STATE
-  const startIndex = at === undefined ? -1 : at.slot * (SLOT_INTS / 2) + SLOT_START_F64
+/**
+ * A stream a handler returned: it flows on a port of its own, the way a
+ * generator handler's chunks do, once the main thread grants credit, and it
+ * keeps the handler's task (`at`, its slot) until it ends: the task's
+ * timeout and cancellation apply to it as to a generator's. Returns the port
+ * to send back in the task's outcome, and the task's end (its second outcome).
+ */
+export function handOff (value: unknown, reply: WorkerReply, at: Slot): { port: MessagePort, done: Promise<Outcome> } {
+  const { port1, port2 } = new MessageChannel()
+  const { source, abort } = sourceOf(value)
+  // Status and headers went with the task's outcome: what is set later is not sent.
+  const done = pump(port1, 0, at, { returned: true, abort }, reply, () => source)
+  handedOff.add(done)
+  void done.finally(() => handedOff.delete(done))
+  return { port: port2, done }
+}
+
+async function pump (port: MessagePort, initialCredit: number, at: Slot, mode: Mode, reply: WorkerReply, open: () => Source): Promise<Outcome> {
+  const stateIndex = at.slot * SLOT_INTS + SLOT_STATE
+  const startIndex = at.slot * (SLOT_INTS / 2) + SLOT_START_F64
   let credit = initialCredit
   let cancelled = false
   let wake: (() => void) | undefined
   let protocolError: Error | undefined
-  const isCancelled = (): boolean => cancelled || (at !== undefined && Atomics.load(at.state, stateIndex) === SlotState.Cancelled)
+  const isCancelled = (): boolean => cancelled || Atomics.load(at.state, stateIndex) === SlotState.Cancelled
   const restartClock = (): void => {
-    if (at !== undefined) at.start[startIndex] = now()
+    at.start[startIndex] = now()
+  }
+  const cancel = (): void => {
+    if (!cancelled) mode.abort?.()
+    cancelled = true
   }
 
   port.on('message', (message: StreamControl) => {
     if (message.type === 'stream:more') credit += message.credit
-    else if (message.type === 'stream:cancel') cancelled = true
+    else if (message.type === 'stream:cancel') cancel()
     else protocolError = unknownMessage('stream (in the worker)', message)
     wake?.()
   })
-  // The main thread closes the port when the client goes away.
+  // The main thread closes the port when the client goes away, or the stream timed out.
   port.on('close', () => {
-    cancelled = true
+    cancel()
     wake?.()
   })
   const post = (message: StreamMessage, transfer?: ArrayBuffer[]): void => {
@@ -190,7 +228,7 @@ async function pump (port: MessagePort, initialCredit: number, at: Slot | undefi
     const message: StreamMessage = { type: 'stream:chunk', chunk }
     if (!sentFirst) {
       sentFirst = true
-      if (at !== undefined) message.head = head
+      if (!mode.returned) message.head = head
     }
     post(message, [chunk.buffer as ArrayBuffer])
   }
@@ -207,14 +245,14 @@ async function pump (port: MessagePort, initialCredit: number, at: Slot | undefi
   let ahead: Promise<IteratorResult<unknown>> | undefined
   try {
     gen = open()
-    if (at === undefined) {
+    if (mode.returned) {
       ahead = Promise.resolve(gen.next())
       ahead.catch(() => {})
     }
     for (;;) {
       if (protocolError !== undefined) throw protocolError
       if (isCancelled()) {
-        cancelled = true
+        cancel()
         // Runs the generator's finally blocks (destroys a Readable).
         await gen.return?.(undefined)
         break
@@ -223,12 +261,12 @@ async function pump (port: MessagePort, initialCredit: number, at: Slot | undefi
         pending.flushTo(send)
         // Waiting for the client: the timeout clock stops (see the scheduler),
         // and this thread is free for other tasks.
-        if (at !== undefined) Atomics.compareExchange(at.state, stateIndex, SlotState.Running, SlotState.Waiting)
+        Atomics.compareExchange(at.state, stateIndex, SlotState.Running, SlotState.Waiting)
         await new Promise<void>((resolve) => { wake = resolve })
         wake = undefined
         restartClock()
         // Fails if the task was cancelled meanwhile: the next turn sees it.
-        if (at !== undefined) Atomics.compareExchange(at.state, stateIndex, SlotState.Waiting, SlotState.Running)
+        Atomics.compareExchange(at.state, stateIndex, SlotState.Waiting, SlotState.Running)
         continue
       }
       const step = await (ahead ?? gen.next())
@@ -263,9 +301,7 @@ async function pump (port: MessagePort, initialCredit: number, at: Slot | undefi
       post({ type: 'stream:error', outcome: errorOutcome(err, logs.length > 0 ? logs : undefined) })
     }
   } finally {
-    // A returned stream's port is closed by the main thread, once it has read
-    // the last message: closed from here, its 'close' could come first.
-    if (at !== undefined || cancelled) port.close()
+    port.close()
   }
   // The port may be closed (the client went away): what the handler logged goes back with the task.
   if (!cancelled) return { kind: PayloadKind.Empty }

@@ -8,7 +8,7 @@ import { threadId, workerData } from 'node:worker_threads'
 import { definedIn, lookup, moduleOf } from '../lib/common/define.js'
 import { load } from './loader.js'
 import { serve } from './channel.js'
-import { cloneable, errorOutcome, kTransfer, serializeError, toOutcome, type Outbound } from './outcome.js'
+import { cloneable, errorOutcome, kFollow, kTransfer, serializeError, toOutcome, type Outbound } from './outcome.js'
 import {
   now,
   PayloadKind,
@@ -164,11 +164,13 @@ function invoke (task: HandleTask, fn: Function, upload: ParsedUpload | undefine
   }
   return settled(result, (value) => {
     if (isStream(value)) {
-      // A returned stream flows on a port of its own, as a generator's chunks do.
+      // A returned stream flows on a port of its own, as a generator's chunks
+      // do, and keeps the task's slot until it ends (a second outcome).
       const outcome: Outbound = finishHead(reply, { kind: PayloadKind.Stream })
-      const port = handOff(value, reply)
+      const { port, done } = handOff(value, reply, { state, start, slot: task.slot })
       outcome.value = port
       outcome[kTransfer]!.push(port as unknown as ArrayBuffer)
+      outcome[kFollow] = done
       return outcome
     }
     return toOutcome(value, finish(reply, { kind: PayloadKind.Empty }), transferOf(reply))
@@ -183,11 +185,18 @@ async function handleUpload (task: HandleTask, spec: UploadSpec, fn: Function): 
   } catch (err) {
     return errorOutcome(err, undefined)
   }
+  let outcome: unknown
   try {
-    return await invoke(task, fn, upload)
-  } finally {
+    outcome = await invoke(task, fn, upload)
+  } catch (err) {
     await removeSpooled(upload.spooled)
+    throw err
   }
+  // A returned stream may read a spooled file: they are deleted once it ends.
+  const end = (outcome as Outbound)[kFollow]
+  if (end === undefined) await removeSpooled(upload.spooled)
+  else void end.then(async () => await removeSpooled(upload.spooled)).catch(() => {})
+  return outcome
 }
 
 /**

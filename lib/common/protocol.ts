@@ -283,7 +283,8 @@ export const PayloadKind = {
    * The handler returned a stream (a Node Readable, a web ReadableStream, a
    * generator object): `value` is a transferred MessagePort on which it flows
    * as a generator handler's chunks do (StreamMessage), once the main thread
-   * grants credit. The task ends here; the stream goes on without a slot.
+   * grants credit. The task does not end here: it goes on as a stream, and
+   * a second outcome for its slot ends it at the stream's end.
    */
   Stream: 6
 } as const
