@@ -134,7 +134,7 @@ for (const scenario of selected) {
             // Something outside the benchmark (a server killed by someone else's clean-up) or a bug:
             // the round is dropped and said so.
             failures.push({ rep, contender, error: err.message.replaceAll(process.cwd() + '/', ''), server: server?.exited })
-            log(`${scenario.id} round ${rep} ${contender} FAILED (the round is dropped): ${err.message}${server?.exited === undefined ? "" : `; the server ended (${server.exited})`}`)
+            log(`${scenario.id} round ${rep} ${contender} FAILED (the round is dropped): ${err.message}${server?.exited === undefined ? '' : `; the server ended (${server.exited})`}`)
             break
           } finally {
             await server?.close()

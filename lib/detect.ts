@@ -18,7 +18,6 @@ const HOOKS = [
 
 type AnyFunction = ((this: unknown, ...args: unknown[]) => unknown) & { [kTimed]?: true }
 
-
 /**
  * ms spent in timed calls nested inside the one running now: a callback hook
  * that calls done() synchronously runs the next hook (or the handler) inside

@@ -12,10 +12,7 @@
 import type {
   ContextConfigDefault,
   FastifyBaseLogger,
-  FastifyInstance,
   FastifyPluginAsync,
-  FastifyReply,
-  FastifyRequest,
   FastifySchema,
   FastifyTypeProvider,
   FastifyTypeProviderDefault,
@@ -157,6 +154,8 @@ export default plugin
 
 type BlockingFlag = true | BlockingRouteOptions
 
+// The type parameters below must repeat Fastify's own declarations for the interfaces to merge, used or not.
+/* eslint-disable @typescript-eslint/no-unused-vars */
 declare module 'fastify' {
   interface RouteShorthandOptions<
     RawServer extends RawServerBase = RawServerDefault,
@@ -223,3 +222,4 @@ declare module 'fastify' {
     ): FastifyInstance<RawServer, RawRequest, RawReply, Logger, TypeProvider>
   }
 }
+/* eslint-enable @typescript-eslint/no-unused-vars */

@@ -208,4 +208,3 @@ function percentiles (h: Timings): { p50: number, p99: number } {
   if (h.count === 0) return { p50: 0, p99: 0 }
   return { p50: h.percentile(50), p99: h.percentile(99) }
 }
-

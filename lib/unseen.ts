@@ -10,7 +10,6 @@ import type { FastifyInstance, RouteOptions } from 'fastify'
 import { FST_BLOCKING_HANDLER_NOT_DEFINED } from './common/errors.js'
 import { kDeclared } from './symbols.js'
 
-
 type Watched = FastifyInstance & { [kDeclared]?: RouteOptions[] }
 
 /** Routes the plugin's own onRoute hook has seen. */

@@ -47,7 +47,7 @@ for (const pool of pools) {
 
   test(`${pool}: a CPU-bound task three lock durations long runs once, and no stall is seen`, async (t) => {
     const redis = await startRedis(t)
-    const { queue, settled, stalled } = await bull(t, redis)
+    const { settled, stalled } = await bull(t, redis)
     const lockDuration = 500
     const app = await build(t, pool, { queue: { connection: redis.url, worker: { lockDuration, stalledInterval: 200 } } })
     await app.ready()

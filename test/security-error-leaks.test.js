@@ -59,7 +59,7 @@ async function checkFailures (t, port) {
     t.notOk('stack' in JSON.parse(res.body), `${path}: no stack field`)
   }
   const malformed = [
-    ['truncated', `--B\r\nContent-Disposition: form-data; name="f"; filename="a.txt"\r\n\r\nno end`, 'multipart/form-data; boundary=B'],
+    ['truncated', '--B\r\nContent-Disposition: form-data; name="f"; filename="a.txt"\r\n\r\nno end', 'multipart/form-data; boundary=B'],
     ['no boundary', 'whatever', 'multipart/form-data'],
     ['bad header', '--B\r\nNot-A-Header\r\n\r\n--B--\r\n', 'multipart/form-data; boundary=B'],
     ['boundary only', '--B--', 'multipart/form-data; boundary=B']

@@ -52,6 +52,7 @@ function ping () {
 
 async function openLoop () {
   const start = performance.now()
+  // eslint-disable-next-line no-unmodified-loop-condition -- the parent's 'stop' message clears it
   for (let i = 0; running; i++) {
     const wait = start + i * interval - performance.now()
     if (wait > 0) await sleep(wait)
@@ -60,6 +61,7 @@ async function openLoop () {
 }
 
 async function backToBack () {
+  // eslint-disable-next-line no-unmodified-loop-condition -- as above
   while (running) await ping()
 }
 

@@ -106,7 +106,9 @@ export function render ({ settings, runs, reps, duration, threads }) {
         'busy-waiting threads, which the OS scheduler lowers but does not stop (a nice-19 thread keeps a small share).'
     }))
   }
-  return { targets, body: `
+  return {
+    targets,
+    body: `
 Server: \`bench/servers/background.js <pool>\` (${threads} threads, \`backgroundQueue\` 100,000), a fresh
 process per run. \`priority: 19\` is piscina with every pool thread at the lowest scheduling priority,
 shown for comparison, with no target of its own; the \`priority: { background: 19 }\` rows run background
@@ -125,5 +127,6 @@ ${table(['pool', 'alone req/s', 'alone p50 ms', 'alone p99 ms', 'with backlog re
 ${failures(runs, labels)}
 
 ${targetsTable(targets)}
-` }
+`
+  }
 }

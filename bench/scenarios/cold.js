@@ -161,7 +161,7 @@ export function render ({ settings, runs, reps, threads }) {
     withSpread(ratio(runs, pool, `${pool}-before`, (r) => r.startupMs), times)
   ])
   const JIT = 'the threads have imported the handler\'s module, but its code has never run in them: V8 compiles a function ' +
-    'lazily and optimizes it once it is hot, so the first calls of \`render()\` in each thread take several times as long as ' +
+    'lazily and optimizes it once it is hot, so the first calls of `render()` in each thread take several times as long as ' +
     'warm ones (measured alone in a fresh thread: ~100–200 ms for the first two or three calls, 10–40 ms after). ' +
     'Importing modules at start cannot warm that up; only running the code can.'
   const targets = blockingPools.flatMap((pool) => [
@@ -193,7 +193,9 @@ export function render ({ settings, runs, reps, threads }) {
       limit: `the threads stayed and are warm; what is left is the noise of a shared 2-core machine on a burst of ${settings.burst} requests.`
     })
   ])
-  return { targets, body: `
+  return {
+    targets,
+    body: `
 Server: \`bench/servers/cold.js <pool> ${threads}\`, a fresh process per run, configured as a user who sets only
 \`maxThreads: ${threads}\` would (\`minThreads\` left to its default), with \`idleTimeout: ${settings.idleTimeout}\`
 so that idle threads end within the scenario. \`GET /image\` is the blocking handler of
@@ -227,5 +229,6 @@ After over before, round by round (below 1: faster after):
 ${table(['pool', 'first burst p99', 'after idle p99', 'listening after'], versus)}
 
 ${targetsTable(targets)}
-` }
+`
+  }
 }

@@ -39,7 +39,9 @@ export function render ({ settings, runs, reps, duration }) {
       limit: 'the detector adds two performance.now() calls and a closure call per handler and route hook; a gap larger than that is the noise of the shared machine (see the range).'
     })
   ]
-  return { targets, body: `
+  return {
+    targets,
+    body: `
 \`GET /ok\` returns \`{ ok: true }\` from the main thread (no \`blocking\`), with the plugin
 registered in both servers; one with \`detectBlocking\` off, one with it on and a threshold of
 1000 ms that no request reaches, so what is measured is the timing itself.
@@ -59,5 +61,6 @@ ${table(['', 'req/s, on vs off', 'main thread µs/req added'], [[
 ]])}
 
 ${targetsTable(targets)}
-` }
+`
+  }
 }

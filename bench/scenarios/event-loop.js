@@ -91,7 +91,10 @@ export function render ({ settings, runs, reps }) {
     ]
   })
   const chart = timelineChart(runs, settings)
-  return { targets, files: chart === undefined ? {} : { 'event-loop.svg': chart.svg }, body: `
+  return {
+    targets,
+    files: chart === undefined ? {} : { 'event-loop.svg': chart.svg },
+    body: `
 ${settings.connections} autocannon connections send \`GET /cpu\` back to back for each run's
 measured seconds; the route does ${num(settings.iterations)} pbkdf2-sha256 rounds
 (fixed work, calibrated to about ${settings.workMs} ms on one idle core at the start of the run).
@@ -106,7 +109,9 @@ ${table(['contender', '/ping p50 ms', '/ping p99 ms', '/ping max ms', '/cpu req/
 the probe (from /proc); the machine is shared, and every core they take is missing above.
 ${failures(runs, labels)}
 
-${chart === undefined ? '' : `![/ping latency over the seconds of one round, one line per contender, log scale](event-loop.svg)
+${chart === undefined
+? ''
+: `![/ping latency over the seconds of one round, one line per contender, log scale](event-loop.svg)
 
 *\`/ping\` latency over time* ([event-loop.svg](event-loop.svg), drawn by \`bench/scenarios/event-loop.js\`): the
 slowest ping of each ${chart.bucketMs} ms of round ${chart.rep}'s runs (${chart.why}), on a log scale, by the time it was sent.
@@ -118,7 +123,8 @@ requests already waiting; with a pool, the main thread only waits for a core.
 ${table(['blocking contender', '/ping p99 vs inline', '/cpu req/s vs inline', '/cpu req/s vs by hand'], ratios)}
 
 ${targetsTable(targets)}
-` }
+`
+  }
 }
 
 /**

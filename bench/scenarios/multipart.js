@@ -167,7 +167,7 @@ export function render ({ settings, runs, reps, duration, threads }) {
     'chunk\'s buffer back with a credit message (lib/multipart.ts startUpload, workers/multipart.ts): more work ' +
     'than busboy scanning the same chunk. In CPU time its main thread used ' +
     `${times(ratio(runs, 'blocking', other, mainCpu).median)} what ${short[other]} did (median, main thread cores, ` +
-    `paced); ELU, wall-clock, adds the time the main thread waits for a core while the worker threads parse ` +
+    'paced); ELU, wall-clock, adds the time the main thread waits for a core while the worker threads parse ' +
     'and write to disk on the same two cores.'
   const targets = [
     target({
@@ -225,7 +225,9 @@ export function render ({ settings, runs, reps, duration, threads }) {
     })
   ]
   const left = runs.reduce((sum, r) => sum + r.leftover, 0)
-  return { targets, body: `
+  return {
+    targets,
+    body: `
 Server: \`bench/servers/multipart.js <contender>\`, a fresh process per run. \`POST /upload\` takes a
 \`multipart/form-data\` body with one file (built by hand in \`bench/lib/transfer.js\`: one random
 64 KiB block repeated, written in 64 KiB chunks), under a 100 MiB \`fileSize\` limit everywhere:
@@ -261,5 +263,6 @@ Ratios, each taken between runs made in the same round:
 ${table(['contender', 'ELU vs floor, fresh', 'ELU vs floor', 'main thread cores, paced, vs floor', 'ELU vs @fastify/multipart', 'flat-out MB/s vs @fastify/multipart', '/ping p99 vs @fastify/multipart'], ratios)}
 
 ${targetsTable(targets)}
-` }
+`
+  }
 }

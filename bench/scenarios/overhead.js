@@ -83,7 +83,9 @@ export function render ({ settings, runs, reps, duration, threads }) {
         '(several requests a message under load), cloning its request snapshot, and resolving its promise.'
     })
   ])
-  return { targets, body: `
+  return {
+    targets,
+    body: `
 The route returns \`{ ok: true }\`; every pool has the same ${threads} threads, at normal priority
 (\`priority: 0\`, as piscina by hand), and autocannon runs in a process of its own (the bench
 runner's) at the same nice value: a co-located client otherwise competes with lower-priority
@@ -114,5 +116,6 @@ Ratios and differences, each taken between runs made in the same round:
 ${table(['contender', 'req/s vs inline', 'req/s vs by hand', 'main thread µs/req vs by hand', 'main thread µs/req vs inline', 'added µs, unloaded p50', 'added µs, p50 under load'], ratios)}
 
 ${targetsTable(targets)}
-` }
+`
+  }
 }

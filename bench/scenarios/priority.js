@@ -260,5 +260,6 @@ ${targetsTable(targets)}${busyNote}
 ${perPriority}
 
 ${recommendation}${close}${cost}
-` }
+`
+  }
 }

@@ -186,7 +186,9 @@ export function render ({ settings, runs, reps, threads }) {
     (r) => r.export?.ping.p50,
     (r) => r.export?.cpu.serverMain
   ])
-  return { targets, body: `
+  return {
+    targets,
+    body: `
 \`GET /stream\` sends ${settings.streamMib} MiB in ${settings.chunk / 1024} KiB chunks, each a fresh \`Buffer\`
 yielded by the same generator function (\`bench/servers/worker-functions.js\`): as a \`blocking: true\`
 generator handler (default \`highWaterMark\`, 1 MiB) on ${threads} pool threads, or inline, where the
@@ -223,5 +225,6 @@ Four clients at once, and the CSV export with /ping beside it:
 ${table(['contender', `${settings.parallel} clients MiB/s`, 'export rows/s', '/ping p99 ms', '/ping p50 ms', 'server main thread, cores'], exportRows)}
 
 ${targetsTable(targets)}
-` }
+`
+  }
 }

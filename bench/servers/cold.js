@@ -28,6 +28,7 @@ await app.register(blocking, {
   idleTimeout: Number(process.env.BENCH_IDLE_MS ?? 1000)
 })
 app.get('/image', { blocking: true }, image)
+// eslint-disable-next-line prefer-const -- set once the app is ready; the route reads it later
 let startupMs
 app.get('/stats', () => ({ startupMs, threads: app.blocking.stats().threads }))
 await app.ready()

@@ -21,9 +21,7 @@ export function parseCsv (text) {
       else if (text[i + 1] === '"') field += text[i++]
       else quoted = false
     } else if (c === '"') quoted = true
-    else if (c === ',') { row.push(field); field = '' }
-    else if (c === '\n') { row.push(field); rows.push(row); row = []; field = '' }
-    else if (c !== '\r') field += c
+    else if (c === ',') { row.push(field); field = '' } else if (c === '\n') { row.push(field); rows.push(row); row = []; field = '' } else if (c !== '\r') field += c
   }
   if (quoted) throw httpError(422, 'a quoted field is never closed')
   if (field !== '' || row.length > 0) { row.push(field); rows.push(row) }

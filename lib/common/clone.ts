@@ -96,7 +96,6 @@ function find (value: unknown, path: string[], seen: Set<object> | undefined): s
   return undefined
 }
 
-
 /**
  * A returned value as the plain data that goes back to be serialized as
  * JSON: objects whose prototype is Object.prototype or null, arrays,

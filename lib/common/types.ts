@@ -59,7 +59,7 @@ type Or<T, D> = unknown extends T ? D : T
  * Request properties sent to the worker (`requestProperties`), for their
  * types: `declare module 'fastify-blocking' { interface WorkerRequestProperties { user?: User } }`.
  */
-// eslint-disable-next-line @typescript-eslint/no-empty-object-type
+
 export interface WorkerRequestProperties {}
 
 export interface WorkerRequest<G extends RouteGenericInterface = RouteGenericInterface> extends WorkerRequestProperties {

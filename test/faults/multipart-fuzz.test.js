@@ -302,7 +302,7 @@ const KINDS = {
     const { body: before } = validBody(r, boundary, { parts: r.int(0, 3) })
     const prefix = before.subarray(0, before.lastIndexOf(`--${boundary}--`))
     const head = `--${boundary}\r\nContent-Disposition: form-data; name="u"; filename="u.bin"`
-    const endings = ['', '\r\n', `\r\n--${boundary}--\r\n`, `\r\nX-More: 1\r\n--${boundary}--`, `\r\n\r`, '\n\n']
+    const endings = ['', '\r\n', `\r\n--${boundary}--\r\n`, `\r\nX-More: 1\r\n--${boundary}--`, '\r\n\r', '\n\n']
     const variant = r.int(0, endings.length - 1)
     return { ...c, kind: `unterminated(${variant})`, contentType: contentTypeOf(r, boundary), body: Buffer.concat([prefix, Buffer.from(head + endings[variant])]) }
   },
