@@ -41,25 +41,33 @@ export interface WorkerData {
 // allocation; a worker only writes the fields it is told to write below.
 // ---------------------------------------------------------------------------
 
-/** Int32 fields per slot. */
-export const SLOT_INTS = 8
+/** Int32 fields per slot (an even number: the Float64 fields below are aligned). */
+export const SLOT_INTS = 10
 /** Field: the slot's state, one of SlotState. */
 export const SLOT_STATE = 0
 /** Field: the threadId of the worker that started the task. */
 export const SLOT_THREAD = 1
 /**
- * Fields 2..3 hold, as one Float64 (index `slot * 4 + 1` of a Float64Array),
+ * Fields 2..3 hold, as one Float64 (index `slot * 5 + 1` of a Float64Array),
  * when the timeout clock last started: at the start, then again after each
  * wait for the client (a stream's credit, an upload's body).
  */
 export const SLOT_START_F64 = 1
-/** Fields 4..5, as one Float64 (index `slot * 4 + 2`): when a thread started the task, written once. */
+/** Fields 4..5, as one Float64 (index `slot * 5 + 2`): when a thread started the task, written once. */
 export const SLOT_BEGIN_F64 = 2
 /**
- * Fields 6..7, as one Float64 (index `slot * 4 + 3`): when the thread had the
+ * Fields 6..7, as one Float64 (index `slot * 5 + 3`): when the thread had the
  * task's outcome ready (its run, less the trip back: which tasks are short).
  */
 export const SLOT_END_F64 = 3
+/**
+ * Fields 8..9, as one Float64 (index `slot * 5 + 4`): ms the task has waited
+ * for its client (a stream's credit, an upload's body), less the work done
+ * meanwhile (parsing the body), added when each wait ends. While the slot
+ * says Waiting, SLOT_START_F64 is when the wait began. The thread's busy time,
+ * for utilization, is the run less this.
+ */
+export const SLOT_WAITED_F64 = 4
 
 export const SlotState = {
   /** Not in use. */

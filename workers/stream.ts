@@ -11,6 +11,7 @@ import {
   SLOT_INTS,
   SLOT_START_F64,
   SLOT_STATE,
+  SLOT_WAITED_F64,
   SlotState,
   type Head,
   type Outcome,
@@ -155,6 +156,7 @@ export function handOff (value: unknown, reply: WorkerReply): MessagePort {
 async function pump (port: MessagePort, initialCredit: number, at: Slot | undefined, reply: WorkerReply, open: () => Source): Promise<Outcome> {
   const stateIndex = at === undefined ? -1 : at.slot * SLOT_INTS + SLOT_STATE
   const startIndex = at === undefined ? -1 : at.slot * (SLOT_INTS / 2) + SLOT_START_F64
+  const waitedIndex = at === undefined ? -1 : at.slot * (SLOT_INTS / 2) + SLOT_WAITED_F64
   let credit = initialCredit
   let cancelled = false
   let wake: (() => void) | undefined
@@ -221,10 +223,16 @@ async function pump (port: MessagePort, initialCredit: number, at: Slot | undefi
       if (credit <= 0) {
         pending.flushTo(send)
         // Waiting for the client: the timeout clock stops (see the scheduler),
-        // and this thread is free for other tasks.
-        if (at !== undefined) Atomics.compareExchange(at.state, stateIndex, SlotState.Running, SlotState.Waiting)
+        // and this thread is free for other tasks. The wait's start is kept in
+        // the slot, and its length added to the time waited: utilization
+        // counts the rest.
+        if (at !== undefined) {
+          restartClock()
+          Atomics.compareExchange(at.state, stateIndex, SlotState.Running, SlotState.Waiting)
+        }
         await new Promise<void>((resolve) => { wake = resolve })
         wake = undefined
+        if (at !== undefined) at.start[waitedIndex]! += now() - at.start[startIndex]!
         restartClock()
         // Fails if the task was cancelled meanwhile: the next turn sees it.
         if (at !== undefined) Atomics.compareExchange(at.state, stateIndex, SlotState.Waiting, SlotState.Running)

@@ -17,6 +17,7 @@ import {
   SLOT_START_F64,
   SLOT_STATE,
   SLOT_THREAD,
+  SLOT_WAITED_F64,
   SlotState,
   type CheckOutcome,
   type CheckTask,
@@ -178,7 +179,7 @@ function invoke (task: HandleTask, fn: Function, upload: ParsedUpload | undefine
 async function handleUpload (task: HandleTask, spec: UploadSpec, fn: Function): Promise<unknown> {
   let upload: ParsedUpload
   try {
-    upload = await waitingForClient(task.slot, parseUpload(spec))
+    upload = await waitingForClient(task.slot, (parsing) => parseUpload(spec, parsing))
   } catch (err) {
     return errorOutcome(err, undefined)
   }
@@ -194,13 +195,19 @@ async function handleUpload (task: HandleTask, spec: UploadSpec, fn: Function): 
  * stops (the slot says Waiting) and the thread may run other tasks. The clock
  * starts again when the body is parsed.
  */
-async function waitingForClient<T> (slot: number, work: Promise<T>): Promise<T> {
+async function waitingForClient<T> (slot: number, work: (parsing: { ms: number }) => Promise<T>): Promise<T> {
   const index = slot * SLOT_INTS + SLOT_STATE
+  const clock = slot * (SLOT_INTS / 2) + SLOT_START_F64
+  // The wait's start, for utilization; the parser's own work in it is not a wait.
+  const parsing = { ms: 0 }
+  start[clock] = now()
   Atomics.compareExchange(state, index, SlotState.Running, SlotState.Waiting)
   try {
-    return await work
+    return await work(parsing)
   } finally {
-    start[slot * (SLOT_INTS / 2) + SLOT_START_F64] = now()
+    const at = now()
+    start[slot * (SLOT_INTS / 2) + SLOT_WAITED_F64]! += Math.max(0, at - start[clock]! - parsing.ms)
+    start[clock] = at
     Atomics.compareExchange(state, index, SlotState.Waiting, SlotState.Running)
   }
 }
@@ -212,7 +219,7 @@ async function parse (task: ParseTask): Promise<unknown> {
     return SKIPPED
   }
   try {
-    const { fields, files } = await waitingForClient(task.slot, parseUpload(task.upload))
+    const { fields, files } = await waitingForClient(task.slot, (parsing) => parseUpload(task.upload, parsing))
     const transfer: ArrayBuffer[] = []
     for (const file of files) {
       if (file.buffer !== undefined) {
