@@ -13,7 +13,10 @@ import type { Scheduler } from './scheduler.js'
 import { startStream, streamFrom } from './stream.js'
 import { closeAfterLimit, multipartBody, startUpload, type Upload } from './multipart.js'
 import type { MessagePort } from 'node:worker_threads'
-import { PayloadKind, type HandleTask, type Head, type LogLine, type Outcome, type RequestSnapshot, type SerializedError } from '../workers/protocol.js'
+import { PayloadKind, type HandleTask, type Head, type Outcome, type RequestSnapshot, type SerializedError } from '../workers/protocol.js'
+import { reviveError, writeLogs } from './logs.js'
+
+export { reviveError, writeLogs }
 
 /** Marks a handler this plugin made, so that a route seen twice (the automatic HEAD route) is not wrapped twice. */
 export const kBlockingHandler = Symbol('fastify-blocking.handler')
@@ -48,37 +51,6 @@ export function serverTiming (reply: FastifyReply, scheduler: Scheduler, entry: 
   const value = `blocking-wait;dur=${timing.wait.toFixed(2)};desc="queue wait", blocking-run;dur=${timing.run.toFixed(2)};desc="${run}"`
   const previous = reply.getHeader('server-timing')
   reply.header('server-timing', previous === undefined ? value : `${String(previous)}, ${value}`)
-}
-
-export function writeLogs (log: FastifyRequest['log'], lines: LogLine[]): void {
-  for (const line of lines) {
-    const obj = line.obj
-    if (obj === undefined) {
-      log[line.level](line.msg as string)
-      continue
-    }
-    if (line.errors !== undefined) {
-      for (const key of line.errors) obj[key] = reviveError(obj[key] as SerializedError)
-    }
-    log[line.level](obj, line.msg)
-  }
-}
-
-/** The worker's error, rebuilt so that Fastify's error handler sees what the handler threw (its stack stays in the logs). */
-const builtinErrors: Record<string, ErrorConstructor | undefined> = {
-  EvalError, RangeError, ReferenceError, SyntaxError, TypeError, URIError
-}
-
-export function reviveError (serialized: SerializedError): Error {
-  // A builtin error comes back as its own class, so that loggers report its type.
-  const Ctor = builtinErrors[serialized.name] ?? Error
-  const err = new Ctor(serialized.message) as Error & Record<string, unknown>
-  if (serialized.props !== undefined) Object.assign(err, serialized.props)
-  err.name = serialized.name
-  if (serialized.code !== undefined) err.code = serialized.code
-  if (serialized.statusCode !== undefined) err.statusCode = serialized.statusCode
-  if (serialized.stack !== undefined) err.stack = serialized.stack
-  return err
 }
 
 /** The payload of an outcome whose log lines (a worker that could not load the function says why there) go to `log`. */
@@ -244,7 +216,8 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
         transferList: upload === undefined ? undefined : [upload.spec.port],
         // An upload waits for its client as a stream does, and counts as one.
         stream: upload !== undefined,
-        meter
+        meter,
+        log: request.log
       })
     } catch (err) {
       refused(reply, scheduler, err)

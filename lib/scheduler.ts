@@ -20,6 +20,7 @@ import {
 import type { Transferable } from 'node:worker_threads'
 import type { PoolAdapter } from './pools/adapter.js'
 import { Threads, type Channel } from './threads.js'
+import { writeLine, type Logger } from './logs.js'
 import { errorOf, observed, publishTask, type TaskOutcome } from './diagnostics.js'
 import { Entry, Lane, Phase, Timings, type Meter } from './lane.js'
 import type { LaneStats } from './types.js'
@@ -37,6 +38,7 @@ import {
   SLOT_THREAD,
   SLOT_WAITED_F64,
   SlotState,
+  type LogLine,
   type Outcome,
   type SerializedError,
   type Task
@@ -70,6 +72,8 @@ export interface Job {
   readonly transferList?: Transferable[] | undefined
   /** The route's own counts (stats().routes), for a task that serves a blocking route. */
   readonly meter?: Meter | undefined
+  /** The request's logger, for the lines its handler writes (request.log in the worker). */
+  readonly log?: Logger | undefined
 }
 
 /** When the request lane counts as under pressure; 0 turns a threshold off. */
@@ -188,6 +192,7 @@ export class Scheduler {
       idleTimeout: config.idleTimeout,
       modules: config.modules,
       settle: (slot: number, outcome: Outcome | undefined, err: Error | undefined) => this.received(slot, outcome, err),
+      line: (slot: number, line: LogLine) => this.logged(slot, line),
       changed: () => this.next()
     }
     this.threads = new Threads(pool, {
@@ -439,6 +444,17 @@ export class Scheduler {
       entry.timer.unref()
     }
     this.threadsOf(job).post(channel, job.task, job.transferList)
+  }
+
+  /** A line the task in `slot` wrote: to its request's log, also once the task has timed out. */
+  private logged (slot: number, line: LogLine): void {
+    const log = this.bySlot[slot]?.job.log
+    if (log !== undefined) writeLine(log, line)
+  }
+
+  /** Writes the lines a running task's thread has posted so far (a stream's, before its end is handled). */
+  drainLogs (entry: Entry): void {
+    if (entry.phase === Phase.Running) this.threadsOf(entry.job).drainLogs(entry.channel!)
   }
 
   /** An outcome (or why there is none) came back on a channel for a slot. */

@@ -35,7 +35,7 @@ export function startStream (
       port: port2,
       highWaterMark: route.options.highWaterMark
     }
-    entry = scheduler.submit({ task, lane: 'request', label: route.label, timeout: route.options.timeout, transferList: [port2], stream: true, meter: route.meter })
+    entry = scheduler.submit({ task, lane: 'request', label: route.label, timeout: route.options.timeout, transferList: [port2], stream: true, meter: route.meter, log: request.log })
   } catch (err) {
     refused(reply, scheduler, err)
     port.close()
@@ -146,6 +146,8 @@ function feed (
 
     const onMessage = (message: StreamMessage): void => {
       if (finished) return
+      // What the generator logged (on its thread's log port) goes before its end or its error.
+      if (task !== undefined && message.type !== 'stream:chunk') task.scheduler.drainLogs(task.entry)
       switch (message.type) {
         case 'stream:chunk': {
           const { chunk } = message

@@ -224,8 +224,20 @@ export type Task = HandleTask | RunTask | StreamTask | ParseTask | CheckTask
 export interface SessionTask {
   type: 'blocking:session'
   port: MessagePort
+  /** The thread's log port: LogMessages, one per line, as handlers write them. */
+  logs: MessagePort
   modules: string[]
 }
+
+/**
+ * Worker -> main, on a thread's log port: a line a handler wrote with
+ * `request.log`, and the slot of its task. Posted when written, so that a
+ * handler whose thread is then terminated has its lines out; the main thread
+ * has no listener on this port (it costs no message event) and takes what
+ * waits there before it reads an outcome batch, when a stream ends, and when
+ * the thread is lost.
+ */
+export type LogMessage = [slot: number, line: LogLine]
 
 /** Main -> worker, on a channel. */
 export type ChannelDown =
@@ -320,7 +332,11 @@ export interface Outcome {
   status?: number
   /** Set by `reply.header()` / `headers()` / `type()` / `redirect()` in the worker. */
   headers?: Record<string, string | number | string[]>
-  /** Lines written with `request.log`, in order. */
+  /**
+   * Lines that did not go out on the log port (LogMessage), in order: those
+   * of a worker that could not load the handler, and those a returned
+   * stream's producer writes after its task (on the stream's end).
+   */
   logs?: LogLine[]
   /** Background tasks the handler asked for. */
   background?: BackgroundCall[]

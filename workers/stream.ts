@@ -20,7 +20,7 @@ import {
   type StreamTask
 } from './protocol.js'
 import { MessageChannel, type MessagePort } from 'node:worker_threads'
-import { createReply, finish, headOf, logsOf, transferOf, WorkerRequest, type WorkerReply } from './request.js'
+import { createReply, finish, headOf, seal, transferOf, WorkerRequest, type WorkerReply } from './request.js'
 
 const encoder = new TextEncoder()
 
@@ -116,7 +116,7 @@ interface Slot {
 }
 
 export function runStream (task: StreamTask, fn: Function, state: Int32Array, start: Float64Array, gauges: Int32Array, config: unknown): Promise<Outcome> {
-  const reply = createReply(task.request, gauges)
+  const reply = createReply(task.request, gauges, task.slot)
   const request = new WorkerRequest(task.request, config, reply, state, task.slot)
   return pump(task.port, task.highWaterMark, { state, start, slot: task.slot }, reply, () => fn(request, reply) as Gen)
 }
@@ -266,18 +266,17 @@ async function pump (port: MessagePort, initialCredit: number, at: Slot | undefi
     if (!cancelled) {
       // What the generator yielded before it threw still goes first.
       pending.flushTo(send)
-      const logs = logsOf(reply)
-      post({ type: 'stream:error', outcome: errorOutcome(err, logs.length > 0 ? logs : undefined) })
+      post({ type: 'stream:error', outcome: errorOutcome(err, seal(reply)) })
     }
   } finally {
     // A returned stream's port is closed by the main thread, once it has read
     // the last message: closed from here, its 'close' could come first.
     if (at !== undefined || cancelled) port.close()
   }
-  // The port may be closed (the client went away): what the handler logged goes back with the task.
+  // The port may be closed (the client went away): what the handler logged and kept goes back with the task.
   if (!cancelled) return { kind: PayloadKind.Empty }
   const skipped: Outcome = { kind: PayloadKind.Skipped }
-  const logs = logsOf(reply)
-  if (logs.length > 0) skipped.logs = logs
+  const logs = seal(reply)
+  if (logs !== undefined) skipped.logs = logs
   return skipped
 }

@@ -31,7 +31,7 @@ import {
   type Task,
   type WorkerData
 } from './protocol.js'
-import { asBuffer, createReply, finish, finishHead, logsOf, transferOf, WorkerRequest } from './request.js'
+import { asBuffer, createReply, finish, finishHead, seal, setLogPort, transferOf, WorkerRequest } from './request.js'
 import { handedOff, handOff, isStream, runStream } from './stream.js'
 import { parseUpload, removeSpooled, type ParsedUpload } from './multipart.js'
 import { copyBytes } from './clone.js'
@@ -148,14 +148,13 @@ function handle (task: HandleTask, fn: Function): unknown {
 }
 
 function invoke (task: HandleTask, fn: Function, upload: ParsedUpload | undefined): unknown {
-  const reply = createReply(task.request, gauges)
+  const reply = createReply(task.request, gauges, task.slot)
   const request = new WorkerRequest(task.request, configs[task.request.route], reply, state, task.slot)
   if (upload !== undefined) {
     request.body = upload.fields
     request.files = upload.files
   }
-  const logs = logsOf(reply)
-  const failed = (err: unknown): Outcome => errorOutcome(err, logs.length > 0 ? logs : undefined)
+  const failed = (err: unknown): Outcome => errorOutcome(err, seal(reply))
   let result: unknown
   try {
     result = fn(request, reply)
@@ -312,6 +311,7 @@ export default async function onSession (task: SessionTask): Promise<void> {
   if (task?.type !== 'blocking:session') {
     throw new Error(`fastify-blocking worker: expected a session, got ${JSON.stringify((task as { type?: unknown } | undefined)?.type)}`)
   }
+  setLogPort(task.logs)
   for (const moduleUrl of task.modules) await load(moduleUrl).catch(() => {})
   await serve(task.port, start, {
     name (from, given) {
