@@ -2,6 +2,7 @@
 // with the measurements stats() reports.
 import { createHistogram, type RecordableHistogram } from 'node:perf_hooks'
 import type { Transferable } from 'node:worker_threads'
+import type { Logger } from './logs.js'
 import type { Channel } from './threads.js'
 import type { LaneStats } from './common/types.js'
 import type { Outcome, Task } from './common/protocol.js'
@@ -23,6 +24,8 @@ export interface Job {
   readonly transferList?: Transferable[] | undefined
   /** The route's own counts (stats().routes), for a task that serves a blocking route. */
   readonly meter?: Meter | undefined
+  /** The request's logger, for the lines its handler writes (request.log in the worker). */
+  readonly log?: Logger | undefined
 }
 
 export const enum Phase { Queued, Running, Done }

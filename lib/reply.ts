@@ -3,8 +3,9 @@
 // Server-Timing and Retry-After headers the plugin adds.
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { FST_BLOCKING_QUEUE_FULL, FST_BLOCKING_UNDER_PRESSURE } from './common/errors.js'
-import { PayloadKind, type Head, type LogLine, type Outcome, type SerializedError } from './common/protocol.js'
+import { PayloadKind, type Head, type Outcome, type SerializedError } from './common/protocol.js'
 import type { Entry } from './lane.js'
+import { reviveError, writeLogs } from './logs.js'
 import type { Scheduler } from './scheduler.js'
 
 /** A submission refused for load: the client is told when to come back. */
@@ -19,37 +20,6 @@ export function serverTiming (reply: FastifyReply, scheduler: Scheduler, entry: 
   const value = `blocking-wait;dur=${timing.wait.toFixed(2)};desc="queue wait", blocking-run;dur=${timing.run.toFixed(2)};desc="${run}"`
   const previous = reply.getHeader('server-timing')
   reply.header('server-timing', previous === undefined ? value : `${String(previous)}, ${value}`)
-}
-
-export function writeLogs (log: FastifyRequest['log'], lines: LogLine[]): void {
-  for (const line of lines) {
-    const obj = line.obj
-    if (obj === undefined) {
-      log[line.level](line.msg as string)
-      continue
-    }
-    if (line.errors !== undefined) {
-      for (const key of line.errors) obj[key] = reviveError(obj[key] as SerializedError)
-    }
-    log[line.level](obj, line.msg)
-  }
-}
-
-/** The worker's error, rebuilt so that Fastify's error handler sees what the handler threw (its stack stays in the logs). */
-const builtinErrors: Record<string, ErrorConstructor | undefined> = {
-  EvalError, RangeError, ReferenceError, SyntaxError, TypeError, URIError
-}
-
-export function reviveError (serialized: SerializedError): Error {
-  // A builtin error comes back as its own class, so that loggers report its type.
-  const Ctor = builtinErrors[serialized.name] ?? Error
-  const err = new Ctor(serialized.message) as Error & Record<string, unknown>
-  if (serialized.props !== undefined) Object.assign(err, serialized.props)
-  err.name = serialized.name
-  if (serialized.code !== undefined) err.code = serialized.code
-  if (serialized.statusCode !== undefined) err.statusCode = serialized.statusCode
-  if (serialized.stack !== undefined) err.stack = serialized.stack
-  return err
 }
 
 /** The payload of an outcome whose log lines (a worker that could not load the function says why there) go to `log`. */

@@ -6,7 +6,8 @@ import type { MessagePort } from 'node:worker_threads'
 import { PayloadKind, type HandleTask, type Outcome } from './common/protocol.js'
 import type { Background } from './background.js'
 import { closeAfterLimit, multipartBody, startUpload, type Upload } from './multipart.js'
-import { applyHead, payloadOf, refused, serverTiming, writeLogs } from './reply.js'
+import { writeLogs } from './logs.js'
+import { applyHead, payloadOf, refused, serverTiming } from './reply.js'
 import { snapshotOf, unwatch, watchClient, type BlockingRoute } from './request.js'
 import type { Entry } from './lane.js'
 import type { Scheduler } from './scheduler.js'
@@ -52,7 +53,8 @@ export function createBlockingHandler (route: BlockingRoute, scheduler: Schedule
         transferList: upload === undefined ? undefined : [upload.spec.port],
         // An upload waits for its client as a stream does, and counts as one.
         stream: upload !== undefined,
-        meter
+        meter,
+        log: request.log
       })
     } catch (err) {
       refused(reply, scheduler, err)

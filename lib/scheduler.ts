@@ -20,6 +20,7 @@ import {
 import type { Transferable } from 'node:worker_threads'
 import type { PoolAdapter } from './pools/adapter.js'
 import { Threads, type Channel } from './threads.js'
+import { writeLine, type Logger } from './logs.js'
 import { errorOf, observed, publishTask, type TaskOutcome } from './diagnostics.js'
 import { Entry, Lane, Phase, Timings, type Job, type LaneName, type Meter } from './lane.js'
 import type { LaneStats } from './common/types.js'
@@ -35,7 +36,9 @@ import {
   SLOT_START_F64,
   SLOT_STATE,
   SLOT_THREAD,
+  SLOT_WAITED_F64,
   SlotState,
+  type LogLine,
   type Outcome,
   type SerializedError,
   type Task
@@ -168,6 +171,7 @@ export class Scheduler {
       idleTimeout: config.idleTimeout,
       modules: config.modules,
       settle: (slot: number, outcome: Outcome | undefined, err: Error | undefined) => this.received(slot, outcome, err),
+      line: (slot: number, line: LogLine) => this.logged(slot, line),
       changed: () => this.next()
     }
     this.threads = new Threads(pool, {
@@ -232,12 +236,14 @@ export class Scheduler {
       this.dispatch(entry, place)
       return entry
     }
-    if (lane.waiting >= lane.limit && !reserved) {
+    // Only work that has to wait for a thread is refused, for a full queue or
+    // for pressure: not a request that waits only behind streams held back by
+    // their cap (next() takes it at once, below).
+    const waits = job.lane === 'background' || ahead === 0 || this.placeOf(job) === undefined
+    if (waits && lane.waiting >= lane.limit && !reserved) {
       throw this.refuse(entry, new FST_BLOCKING_QUEUE_FULL(`${lane.waiting} ${job.lane === 'request' ? 'requests' : 'background tasks'} are waiting`))
     }
-    // Shed before the queue fills: only work that has to wait for a thread is refused
-    // (not a request that waits only behind streams held back by their cap).
-    const pressure = job.lane === 'request' && (ahead === 0 || this.placeOf(job) === undefined) ? this.pressured() : undefined
+    const pressure = job.lane === 'request' && waits ? this.pressured() : undefined
     if (pressure !== undefined) throw this.refuse(entry, new FST_BLOCKING_UNDER_PRESSURE(pressure))
     lane.push(entry)
     if (job.lane === 'background') this.publish()
@@ -410,12 +416,24 @@ export class Scheduler {
     this.start[slot * (SLOT_INTS / 2) + SLOT_START_F64] = 0
     this.start[slot * (SLOT_INTS / 2) + SLOT_BEGIN_F64] = 0
     this.start[slot * (SLOT_INTS / 2) + SLOT_END_F64] = 0
+    this.start[slot * (SLOT_INTS / 2) + SLOT_WAITED_F64] = 0
     job.task.slot = slot
     if (job.timeout > 0) {
       entry.timer = setTimeout(() => this.checkTimeout(entry), job.timeout)
       entry.timer.unref()
     }
     this.threadsOf(job).post(channel, job.task, job.transferList)
+  }
+
+  /** A line the task in `slot` wrote: to its request's log, also once the task has timed out. */
+  private logged (slot: number, line: LogLine): void {
+    const log = this.bySlot[slot]?.job.log
+    if (log !== undefined) writeLine(log, line)
+  }
+
+  /** Writes the lines a running task's thread has posted so far (a stream's, before its end is handled). */
+  drainLogs (entry: Entry): void {
+    if (entry.phase === Phase.Running) this.threadsOf(entry.job).drainLogs(entry.channel!)
   }
 
   /** An outcome (or why there is none) came back on a channel for a slot. */
@@ -528,14 +546,14 @@ export class Scheduler {
     const ended = now()
     if (started > 0) {
       // A stream or upload runs from its start, its waits for the client included;
-      // utilization counts only the stretch since its last wait.
+      // utilization counts the run less those waits (busyOf()).
+      const finished = this.start[slot * (SLOT_INTS / 2) + SLOT_END_F64]!
       lane.runTime.record(ended - began)
       if (meter !== undefined) {
         meter.runTime.record(ended - began)
-        const finished = this.start[slot * (SLOT_INTS / 2) + SLOT_END_F64]!
         meter.sample((finished > 0 ? finished : ended) - began)
       }
-      if (!this.ownPool(job)) this.busyMs += ended - started
+      if (!this.ownPool(job)) this.busyMs += this.busyOf(slot, finished > 0 ? finished : ended)
     }
     Atomics.store(this.state, slot * SLOT_INTS + SLOT_STATE, SlotState.Free)
     // Wakes a worker-side Atomics.waitAsync() on this slot, if any (see workers/signal.ts).
@@ -672,12 +690,33 @@ export class Scheduler {
     return this.closing
   }
 
+  /**
+   * ms a thread has spent on the task in `slot` up to `at`: from its start,
+   * less its waits for the client (the worker adds each one up when it ends;
+   * while it waits, the clock's start is the wait's). A stream's generator
+   * counts between its waits, an upload's parse counts, a client that reads
+   * slowly does not.
+   */
+  private busyOf (slot: number, at: number): number {
+    const began = this.start[slot * (SLOT_INTS / 2) + SLOT_BEGIN_F64]!
+    if (began === 0) return 0
+    const waiting = Atomics.load(this.state, slot * SLOT_INTS + SLOT_STATE) === SlotState.Waiting
+    const until = waiting ? this.start[slot * (SLOT_INTS / 2) + SLOT_START_F64]! : at
+    return Math.max(0, until - began - this.start[slot * (SLOT_INTS / 2) + SLOT_WAITED_F64]!)
+  }
+
   stats (): { request: LaneStats, background: LaneStats, utilization: number } {
-    const elapsed = now() - this.createdAt
+    const at = now()
+    const elapsed = at - this.createdAt
+    // Tasks still running count for what they have run so far: a long stream shows before its end.
+    let busy = this.busyMs
+    for (const entry of this.bySlot) {
+      if (entry !== undefined && entry.phase === Phase.Running && !this.ownPool(entry.job)) busy += this.busyOf(entry.slot, at)
+    }
     return {
       request: this.lanes.request.stats(),
       background: this.lanes.background.stats(),
-      utilization: elapsed > 0 ? Math.min(1, this.busyMs / (elapsed * this.options.capacity)) : 0
+      utilization: elapsed > 0 ? Math.min(1, busy / (elapsed * this.options.capacity)) : 0
     }
   }
 

@@ -11,7 +11,8 @@ import { Readable } from 'node:stream'
 import { MessageChannel, type MessagePort } from 'node:worker_threads'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Background } from './background.js'
-import { applyHead, refused, reviveError, serverTiming, writeLogs } from './reply.js'
+import { reviveError, writeLogs } from './logs.js'
+import { applyHead, refused, serverTiming } from './reply.js'
 import { snapshotOf, type BlockingRoute } from './request.js'
 import type { Entry } from './lane.js'
 import type { Scheduler } from './scheduler.js'
@@ -36,7 +37,7 @@ export function startStream (
       port: port2,
       highWaterMark: route.options.highWaterMark
     }
-    entry = scheduler.submit({ task, lane: 'request', label: route.label, timeout: route.options.timeout, transferList: [port2], stream: true, meter: route.meter })
+    entry = scheduler.submit({ task, lane: 'request', label: route.label, timeout: route.options.timeout, transferList: [port2], stream: true, meter: route.meter, log: request.log })
   } catch (err) {
     refused(reply, scheduler, err)
     port.close()
@@ -149,6 +150,8 @@ function feed (
 
     const onMessage = (message: StreamMessage): void => {
       if (finished) return
+      // What the generator logged (on its thread's log port) goes before its end or its error.
+      if (task !== undefined && message.type !== 'stream:chunk') task.scheduler.drainLogs(task.entry)
       switch (message.type) {
         case 'stream:chunk': {
           const { chunk } = message

@@ -6,7 +6,7 @@
 // what a thread finished in one of its turns.
 import { MessageChannel, receiveMessageOnPort, type MessagePort, type Transferable } from 'node:worker_threads'
 import type { PoolAdapter } from './pools/adapter.js'
-import { PayloadKind, unknownMessage, type ChannelDown, type ChannelUp, type CheckOutcome, type CheckTask, type Outcome, type Task } from './common/protocol.js'
+import { PayloadKind, unknownMessage, type ChannelDown, type ChannelUp, type CheckOutcome, type CheckTask, type LogLine, type LogMessage, type Outcome, type Task } from './common/protocol.js'
 
 /** Streams and uploads a thread holds while they wait for their clients, besides the task it runs. */
 export const STREAMS_PER_THREAD = 16
@@ -63,7 +63,8 @@ export class Channel {
   outbox: Task[] = []
   /** What each task of the outbox transfers (ports, moved bytes). */
   transfers: Array<Transferable[] | undefined> = []
-  constructor (readonly port: MessagePort) {}
+  /** `port`: the channel; `logs`: the thread's log port, read only with receiveMessageOnPort (see LogMessage). */
+  constructor (readonly port: MessagePort, readonly logs: MessagePort) {}
 }
 
 export interface ThreadsOptions {
@@ -77,6 +78,8 @@ export interface ThreadsOptions {
   modules: () => string[]
   /** A task's outcome, or why it has none (its thread died or was released). */
   settle: (slot: number, outcome: Outcome | undefined, err: Error | undefined) => void
+  /** A line the task in `slot` wrote (LogMessage), before its outcome. */
+  line: (slot: number, line: LogLine) => void
   /** A thread can take work, or a thread was lost: the scheduler looks at its queues. */
   changed: () => void
   /** A thread ended before it could take work, and no other thread can: queued work cannot run. */
@@ -133,13 +136,16 @@ export class Threads {
     if (this.closed || this.sessions >= this.options.max) return
     this.opening++
     const { port1, port2 } = new MessageChannel()
-    const channel = new Channel(port1)
+    const logs = new MessageChannel()
+    const channel = new Channel(port1, logs.port1)
     port1.on('message', (message: ChannelUp) => this.receive(channel, message))
     // Held only while tasks are out (see post()): an idle pool never keeps the process alive.
     port1.unref()
+    // Never listened on: lines are taken when their outcome comes (drainLogs()).
+    logs.port1.unref()
     let session: Promise<unknown>
     try {
-      session = this.pool.run({ type: 'blocking:session', port: port2, modules: this.options.modules() }, [port2])
+      session = this.pool.run({ type: 'blocking:session', port: port2, logs: logs.port2, modules: this.options.modules() }, [port2, logs.port2])
     } catch (err) {
       session = Promise.reject(err)
     }
@@ -245,9 +251,22 @@ export class Threads {
     }
   }
 
+  /**
+   * Writes the lines the channel's thread has posted so far (LogMessage): a
+   * task's lines were posted before its outcome, so they are all here when it
+   * arrives, and go first.
+   */
+  drainLogs (channel: Channel): void {
+    for (let m = receiveMessageOnPort(channel.logs); m !== undefined; m = receiveMessageOnPort(channel.logs)) {
+      const [slot, line] = m.message as LogMessage
+      this.options.line(slot, line)
+    }
+  }
+
   private receive (channel: Channel, message: ChannelUp): void {
     switch (message.type) {
       case 'channel:outcomes': {
+        this.drainLogs(channel)
         const { outcomes } = message
         for (let i = 0; i < outcomes.length; i += 2) {
           const slot = outcomes[i] as number
@@ -300,11 +319,14 @@ export class Threads {
    */
   private lose (channel: Channel, err: Error | undefined): void {
     if (channel.lost) return
+    // Lines first: those of a task whose thread was terminated have no outcome to go with.
+    this.drainLogs(channel)
     for (let m = receiveMessageOnPort(channel.port); m !== undefined; m = receiveMessageOnPort(channel.port)) {
       this.receive(channel, m.message as ChannelUp)
     }
     channel.lost = true
     channel.port.close()
+    channel.logs.close()
     if (channel.ready) {
       const i = this.channels.indexOf(channel)
       if (i !== -1) this.channels.splice(i, 1)

@@ -103,3 +103,39 @@ for (const pool of pools) {
     await until(() => app.blocking.stats().running === 0 && app.blocking.stats().queued === 0, { what: 'every stream to end' })
   })
 }
+
+for (const pool of pools) {
+  test(`${pool}: streams held back by their cap fill maxQueue only for work that would wait`, async (t) => {
+    const app = await build(t, pool, { maxThreads: 1, maxQueue: 1 })
+    app.get('/big', { blocking: true }, s.big)
+    app.get('/quick', { blocking: true }, f.quick)
+    await app.listen({ port: 0, host: '127.0.0.1' })
+    const { port } = app.server.address()
+    const streams = []
+    for (let i = 0; i < 16; i++) streams.push(await pausedStream(port))
+    await until(() => app.blocking.stats().running === 16, { what: '16 streams' })
+    const req = httpRequest({ host: '127.0.0.1', port, path: '/big?n=100000' })
+    req.on('error', () => {})
+    req.end()
+    await until(() => app.blocking.stats().queued === 1, { what: 'the 17th stream to queue' })
+    // The queue holds maxQueue (1) tasks, but once the streams wait for their
+    // clients a thread can take a request at once: it is not refused. (Asked
+    // again while a stream still uses its credit, after a turn of the event
+    // loop: app.inject() alone never lets the streams' messages in.)
+    let quick
+    const deadline = Date.now() + 10_000
+    do {
+      await new Promise((resolve) => setImmediate(resolve))
+      quick = await app.inject('/quick')
+    } while (quick.statusCode !== 200 && Date.now() < deadline)
+    t.equal(quick.statusCode, 200, `a request a thread can take is not refused (${quick.body})`)
+    // Another stream would wait: the queue is full.
+    const refused = await app.inject('/big?n=1')
+    t.equal(refused.statusCode, 503)
+    t.equal(refused.json().code, 'FST_BLOCKING_QUEUE_FULL')
+    t.ok(refused.headers['retry-after'])
+    req.destroy()
+    for (const stream of streams) stream.destroy()
+    await until(() => app.blocking.stats().running === 0 && app.blocking.stats().queued === 0, { what: 'every stream to end' })
+  })
+}

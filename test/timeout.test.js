@@ -1,5 +1,5 @@
 import { test } from 'tap'
-import { build, pools } from './helpers.js'
+import { build, pools, until } from './helpers.js'
 import * as f from './fixtures/failures.js'
 
 for (const pool of pools) {
@@ -52,5 +52,36 @@ for (const pool of pools) {
     t.equal(slow.statusCode, 503)
     t.equal(quick.statusCode, 200)
     t.ok(app.blocking.stats().waitTime.p99 >= 250, 'the quick request did wait')
+  })
+}
+
+for (const pool of pools) {
+  test(`${pool}: what a handler logged before it hung reaches the log once, with its reqId, after its thread is terminated`, async (t) => {
+    const app = await build(t, pool, { maxThreads: 1 })
+    app.get('/spin', { blocking: { timeout: 100 } }, f.logsThenSpins)
+    app.get('/quick', { blocking: true }, f.quick)
+    const res = await app.inject('/spin')
+    t.equal(res.statusCode, 503)
+    t.equal(res.json().code, 'FST_BLOCKING_TIMEOUT')
+    const reqId = app.logs.find((l) => l.msg === 'incoming request' && l.req.url === '/spin').reqId
+    const mine = () => app.logs.filter((l) => l.reqId === reqId && /before the spin/.test(l.msg))
+    await until(() => mine().length === 2, { what: 'the lines of the hung handler', timeout: 10_000, left: () => app.logs.map((l) => l.msg) })
+    // The thread is gone (a request runs on its replacement), and no line came twice.
+    t.equal((await app.inject('/quick')).statusCode, 200)
+    t.same(mine().map((l) => [l.level, l.msg, l.step]), [[30, 'before the spin', undefined], [40, 'still before the spin', 2]])
+  })
+
+  test(`${pool}: what a stream logged before it hung reaches the log once, after its thread is terminated`, async (t) => {
+    const app = await build(t, pool, { maxThreads: 1 })
+    app.get('/spin', { blocking: { timeout: 100 } }, f.streamLogsThenSpins)
+    app.get('/quick', { blocking: true }, f.quick)
+    const res = await app.inject('/spin')
+    // Its chunk waits to be coalesced with more, which never come: the client gets the timeout.
+    t.equal(res.statusCode, 503)
+    const reqId = app.logs.find((l) => l.msg === 'incoming request' && l.req.url === '/spin').reqId
+    const mine = () => app.logs.filter((l) => l.reqId === reqId && /^stream /.test(l.msg)).map((l) => l.msg)
+    await until(() => mine().length === 2, { what: 'the lines of the hung stream', timeout: 10_000, left: () => app.logs.map((l) => l.msg) })
+    t.equal((await app.inject('/quick')).statusCode, 200)
+    t.same(mine(), ['stream before its chunk', 'stream after its chunk'])
   })
 }

@@ -6,25 +6,54 @@ import { copyBytes, uncloneable } from '../lib/common/clone.js'
 import { encodeArgs } from '../lib/common/json.js'
 import { kTransfer, serializeError, type Outbound } from './outcome.js'
 import { createSignal } from './signal.js'
-import { GAUGE_BACKGROUND_LIMIT, GAUGE_BACKGROUND_QUEUED, GAUGE_DURABLE, type BackgroundCall, type CookieCall, type Head, type LogLine, type Outcome, type RequestSnapshot } from '../lib/common/protocol.js'
+import type { MessagePort } from 'node:worker_threads'
+import { GAUGE_BACKGROUND_LIMIT, GAUGE_BACKGROUND_QUEUED, GAUGE_DURABLE, type BackgroundCall, type CookieCall, type Head, type LogLine, type LogMessage, type Outcome, type RequestSnapshot } from '../lib/common/protocol.js'
 
 type Level = LogLine['level']
 const LEVELS: readonly Level[] = ['trace', 'debug', 'info', 'warn', 'error', 'fatal']
 
-/** Logs are kept in order and sent back with the outcome; the main thread writes them with the request's logger. */
-function createLogger (lines: LogLine[]): Record<Level, (a: unknown, b?: unknown) => void> {
+/** This thread's log port (SessionTask.logs): lines leave the thread on it as they are written. */
+let logPort: MessagePort | undefined
+
+export function setLogPort (port: MessagePort): void {
+  logPort = port
+}
+
+/**
+ * A line leaves the thread when it is written, on the log port, tagged with
+ * the task's slot: a handler that then blocks for good (its thread is
+ * terminated at its timeout) has still said what it said. The main thread
+ * does not listen on that port (no message event per line): it takes the
+ * lines synchronously when the task's outcome arrives, or when the thread is
+ * lost, and writes them with the request's logger (LogMessage). Once the
+ * task's outcome is built (seal()), lines are kept instead, for a returned
+ * stream's end, or dropped: the slot may belong to another task by then.
+ */
+function write (state: ReplyState, line: LogLine): void {
+  if (state.slot >= 0 && logPort !== undefined) {
+    try {
+      logPort.postMessage([state.slot, line] satisfies LogMessage)
+      return
+    } catch {
+      // Checked values always clone; should one not, the line goes with the outcome.
+    }
+  }
+  state.logs.push(line)
+}
+
+function createLogger (state: ReplyState): Record<Level, (a: unknown, b?: unknown) => void> {
   const log = {} as Record<Level, (a: unknown, b?: unknown) => void>
   for (const level of LEVELS) {
     log[level] = (a: unknown, b?: unknown) => {
       if (typeof a === 'string') {
-        lines.push({ level, msg: a })
+        write(state, { level, msg: a })
       } else if (a !== null && typeof a === 'object') {
         const line: LogLine = { level }
         loggable(a as Record<string, unknown>, line)
         if (b !== undefined) line.msg = String(b)
-        lines.push(line)
+        write(state, line)
       } else {
-        lines.push({ level, msg: String(a) })
+        write(state, { level, msg: String(a) })
       }
     }
   }
@@ -74,7 +103,7 @@ export class WorkerRequest {
   readonly protocol: 'http' | 'https'
   readonly routeOptions: { readonly config: unknown }
   declare files?: unknown[]
-  readonly #logs: LogLine[]
+  readonly #reply: WorkerReply
   readonly #state: Int32Array
   readonly #slot: number
   #signal: AbortSignal | undefined
@@ -95,7 +124,7 @@ export class WorkerRequest {
     this.routeOptions = { config }
     // Names were checked at startup not to shadow the request's own (options.ts).
     if (snapshot.properties !== undefined) Object.assign(this, snapshot.properties)
-    this.#logs = logsOf(reply)
+    this.#reply = reply
     this.#state = state
     this.#slot = slot
   }
@@ -106,7 +135,7 @@ export class WorkerRequest {
   }
 
   get log (): Record<Level, (a: unknown, b?: unknown) => void> {
-    this.#log ??= createLogger(this.#logs)
+    this.#log ??= createLogger(stateOf(this.#reply))
     return this.#log
   }
 }
@@ -145,6 +174,9 @@ interface ReplyState {
   headers?: Record<string, string | number | string[]>
   background?: BackgroundCall[]
   cookies?: CookieCall[]
+  /** The task's slot while its lines go out as written (see write()); -1 once its outcome is built. */
+  slot: number
+  /** Lines kept for the outcome: written after seal(), or without a log port. */
   readonly logs: LogLine[]
   /** Buffers the outcome moves instead of copying. */
   readonly transfer: ArrayBuffer[]
@@ -153,9 +185,14 @@ interface ReplyState {
 
 let stateOf: (reply: WorkerReply) => ReplyState
 
-/** Lines written with request.log, in order. */
-export function logsOf (reply: WorkerReply): LogLine[] {
-  return stateOf(reply).logs
+/**
+ * The task's outcome is being built: lines written from now on are kept (not
+ * sent under a slot that may be reused). Returns those kept so far, if any.
+ */
+export function seal (reply: WorkerReply): LogLine[] | undefined {
+  const state = stateOf(reply)
+  state.slot = -1
+  return state.logs.length > 0 ? state.logs : undefined
 }
 
 /** Buffers the outcome moves instead of copying (background tasks' arguments). */
@@ -178,9 +215,9 @@ export function headOf (reply: WorkerReply): Head {
   return head
 }
 
-/** The reply a request gets: with setCookie() and clearCookie() when the app has @fastify/cookie. */
-export function createReply (snapshot: RequestSnapshot, gauges: Int32Array): WorkerReply {
-  return snapshot.cookies === true ? new CookieReply(gauges) : new WorkerReply(gauges)
+/** The reply a request gets in `slot`: with setCookie() and clearCookie() when the app has @fastify/cookie. */
+export function createReply (snapshot: RequestSnapshot, gauges: Int32Array, slot: number): WorkerReply {
+  return snapshot.cookies === true ? new CookieReply(gauges, slot) : new WorkerReply(gauges, slot)
 }
 
 /**
@@ -205,6 +242,7 @@ export function finishHead (reply: WorkerReply, outcome: Outbound): Outbound {
 /** Copies what the handler set onto the outcome. */
 export function finish (reply: WorkerReply, outcome: Outcome): Outcome {
   const state = stateOf(reply)
+  state.slot = -1
   if (state.background !== undefined) outcome.background = state.background
   if (state.status !== undefined) outcome.status = state.status
   if (state.headers !== undefined) outcome.headers = state.headers
@@ -225,8 +263,8 @@ export class WorkerReply {
     stateOf = (reply) => reply.#state
   }
 
-  constructor (gauges: Int32Array) {
-    this.#state = { logs: [], transfer: [], gauges }
+  constructor (gauges: Int32Array, slot: number) {
+    this.#state = { logs: [], transfer: [], gauges, slot }
   }
 
   code (statusCode: number): this {

@@ -11,6 +11,7 @@ import {
   SLOT_INTS,
   SLOT_START_F64,
   SLOT_STATE,
+  SLOT_WAITED_F64,
   SlotState,
   type Head,
   type Outcome,
@@ -20,7 +21,7 @@ import {
   unknownMessage
 } from '../lib/common/protocol.js'
 import { MessageChannel, type MessagePort } from 'node:worker_threads'
-import { createReply, finish, headOf, logsOf, transferOf, WorkerRequest, type WorkerReply } from './request.js'
+import { createReply, finish, headOf, seal, transferOf, WorkerRequest, type WorkerReply } from './request.js'
 
 const encoder = new TextEncoder()
 
@@ -123,7 +124,7 @@ interface Mode {
 }
 
 export function runStream (task: StreamTask, fn: Function, state: Int32Array, start: Float64Array, gauges: Int32Array, config: unknown): Promise<Outcome> {
-  const reply = createReply(task.request, gauges)
+  const reply = createReply(task.request, gauges, task.slot)
   const request = new WorkerRequest(task.request, config, reply, state, task.slot)
   return pump(task.port, task.highWaterMark, { state, start, slot: task.slot }, { returned: false }, reply, () => fn(request, reply) as Gen)
 }
@@ -190,6 +191,7 @@ export function handOff (value: unknown, reply: WorkerReply, at: Slot): { port: 
 async function pump (port: MessagePort, initialCredit: number, at: Slot, mode: Mode, reply: WorkerReply, open: () => Source): Promise<Outcome> {
   const stateIndex = at.slot * SLOT_INTS + SLOT_STATE
   const startIndex = at.slot * (SLOT_INTS / 2) + SLOT_START_F64
+  const waitedIndex = at.slot * (SLOT_INTS / 2) + SLOT_WAITED_F64
   let credit = initialCredit
   let cancelled = false
   let wake: (() => void) | undefined
@@ -260,10 +262,14 @@ async function pump (port: MessagePort, initialCredit: number, at: Slot, mode: M
       if (credit <= 0) {
         pending.flushTo(send)
         // Waiting for the client: the timeout clock stops (see the scheduler),
-        // and this thread is free for other tasks.
+        // and this thread is free for other tasks. The wait's start is kept in
+        // the slot, and its length added to the time waited: utilization
+        // counts the rest.
+        restartClock()
         Atomics.compareExchange(at.state, stateIndex, SlotState.Running, SlotState.Waiting)
         await new Promise<void>((resolve) => { wake = resolve })
         wake = undefined
+        at.start[waitedIndex]! += now() - at.start[startIndex]!
         restartClock()
         // Fails if the task was cancelled meanwhile: the next turn sees it.
         Atomics.compareExchange(at.state, stateIndex, SlotState.Waiting, SlotState.Running)
@@ -297,16 +303,15 @@ async function pump (port: MessagePort, initialCredit: number, at: Slot, mode: M
     if (!cancelled) {
       // What the generator yielded before it threw still goes first.
       pending.flushTo(send)
-      const logs = logsOf(reply)
-      post({ type: 'stream:error', outcome: errorOutcome(err, logs.length > 0 ? logs : undefined) })
+      post({ type: 'stream:error', outcome: errorOutcome(err, seal(reply)) })
     }
   } finally {
     port.close()
   }
-  // The port may be closed (the client went away): what the handler logged goes back with the task.
+  // The port may be closed (the client went away): what the handler logged and kept goes back with the task.
   if (!cancelled) return { kind: PayloadKind.Empty }
   const skipped: Outcome = { kind: PayloadKind.Skipped }
-  const logs = logsOf(reply)
-  if (logs.length > 0) skipped.logs = logs
+  const logs = seal(reply)
+  if (logs !== undefined) skipped.logs = logs
   return skipped
 }

@@ -17,6 +17,7 @@ import {
   SLOT_START_F64,
   SLOT_STATE,
   SLOT_THREAD,
+  SLOT_WAITED_F64,
   SlotState,
   type CheckOutcome,
   type CheckTask,
@@ -31,7 +32,7 @@ import {
   type WorkerData,
   unknownMessage
 } from '../lib/common/protocol.js'
-import { asBuffer, createReply, finish, finishHead, logsOf, transferOf, WorkerRequest } from './request.js'
+import { asBuffer, createReply, finish, finishHead, seal, setLogPort, transferOf, WorkerRequest } from './request.js'
 import { handedOff, handOff, isStream, runStream } from './stream.js'
 import { parseUpload, removeSpooled, type ParsedUpload } from './multipart.js'
 import { copyBytes } from '../lib/common/clone.js'
@@ -148,14 +149,13 @@ function handle (task: HandleTask, fn: Function): unknown {
 }
 
 function invoke (task: HandleTask, fn: Function, upload: ParsedUpload | undefined): unknown {
-  const reply = createReply(task.request, gauges)
+  const reply = createReply(task.request, gauges, task.slot)
   const request = new WorkerRequest(task.request, configs[task.request.route], reply, state, task.slot)
   if (upload !== undefined) {
     request.body = upload.fields
     request.files = upload.files
   }
-  const logs = logsOf(reply)
-  const failed = (err: unknown): Outcome => errorOutcome(err, logs.length > 0 ? logs : undefined)
+  const failed = (err: unknown): Outcome => errorOutcome(err, seal(reply))
   let result: unknown
   try {
     result = fn(request, reply)
@@ -181,7 +181,7 @@ function invoke (task: HandleTask, fn: Function, upload: ParsedUpload | undefine
 async function handleUpload (task: HandleTask, spec: UploadSpec, fn: Function): Promise<unknown> {
   let upload: ParsedUpload
   try {
-    upload = await waitingForClient(task.slot, parseUpload(spec))
+    upload = await waitingForClient(task.slot, (parsing) => parseUpload(spec, parsing))
   } catch (err) {
     return errorOutcome(err, undefined)
   }
@@ -204,13 +204,19 @@ async function handleUpload (task: HandleTask, spec: UploadSpec, fn: Function): 
  * stops (the slot says Waiting) and the thread may run other tasks. The clock
  * starts again when the body is parsed.
  */
-async function waitingForClient<T> (slot: number, work: Promise<T>): Promise<T> {
+async function waitingForClient<T> (slot: number, work: (parsing: { ms: number }) => Promise<T>): Promise<T> {
   const index = slot * SLOT_INTS + SLOT_STATE
+  const clock = slot * (SLOT_INTS / 2) + SLOT_START_F64
+  // The wait's start, for utilization; the parser's own work in it is not a wait.
+  const parsing = { ms: 0 }
+  start[clock] = now()
   Atomics.compareExchange(state, index, SlotState.Running, SlotState.Waiting)
   try {
-    return await work
+    return await work(parsing)
   } finally {
-    start[slot * (SLOT_INTS / 2) + SLOT_START_F64] = now()
+    const at = now()
+    start[slot * (SLOT_INTS / 2) + SLOT_WAITED_F64]! += Math.max(0, at - start[clock]! - parsing.ms)
+    start[clock] = at
     Atomics.compareExchange(state, index, SlotState.Waiting, SlotState.Running)
   }
 }
@@ -222,7 +228,7 @@ async function parse (task: ParseTask): Promise<unknown> {
     return SKIPPED
   }
   try {
-    const { fields, files } = await waitingForClient(task.slot, parseUpload(task.upload))
+    const { fields, files } = await waitingForClient(task.slot, (parsing) => parseUpload(task.upload, parsing))
     const transfer: ArrayBuffer[] = []
     for (const file of files) {
       if (file.buffer !== undefined) {
@@ -315,6 +321,7 @@ export default async function onSession (task: SessionTask): Promise<void> {
   if (task?.type !== 'blocking:session') {
     throw new Error(`fastify-blocking worker: expected a session, got ${JSON.stringify((task as { type?: unknown } | undefined)?.type)}`)
   }
+  setLogPort(task.logs)
   for (const moduleUrl of task.modules) await load(moduleUrl).catch(() => {})
   await serve(task.port, start, {
     name (from, given) {

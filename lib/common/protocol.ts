@@ -43,25 +43,33 @@ export interface WorkerData {
 // allocation; a worker only writes the fields it is told to write below.
 // ---------------------------------------------------------------------------
 
-/** Int32 fields per slot. */
-export const SLOT_INTS = 8
+/** Int32 fields per slot (an even number: the Float64 fields below are aligned). */
+export const SLOT_INTS = 10
 /** Field: the slot's state, one of SlotState. */
 export const SLOT_STATE = 0
 /** Field: the threadId of the worker that started the task. */
 export const SLOT_THREAD = 1
 /**
- * Fields 2..3 hold, as one Float64 (index `slot * 4 + 1` of a Float64Array),
+ * Fields 2..3 hold, as one Float64 (index `slot * 5 + 1` of a Float64Array),
  * when the timeout clock last started: at the start, then again after each
  * wait for the client (a stream's credit, an upload's body).
  */
 export const SLOT_START_F64 = 1
-/** Fields 4..5, as one Float64 (index `slot * 4 + 2`): when a thread started the task, written once. */
+/** Fields 4..5, as one Float64 (index `slot * 5 + 2`): when a thread started the task, written once. */
 export const SLOT_BEGIN_F64 = 2
 /**
- * Fields 6..7, as one Float64 (index `slot * 4 + 3`): when the thread had the
+ * Fields 6..7, as one Float64 (index `slot * 5 + 3`): when the thread had the
  * task's outcome ready (its run, less the trip back: which tasks are short).
  */
 export const SLOT_END_F64 = 3
+/**
+ * Fields 8..9, as one Float64 (index `slot * 5 + 4`): ms the task has waited
+ * for its client (a stream's credit, an upload's body), less the work done
+ * meanwhile (parsing the body), added when each wait ends. While the slot
+ * says Waiting, SLOT_START_F64 is when the wait began. The thread's busy time,
+ * for utilization, is the run less this.
+ */
+export const SLOT_WAITED_F64 = 4
 
 export const SlotState = {
   /** Not in use. */
@@ -218,8 +226,20 @@ export type Task = HandleTask | RunTask | StreamTask | ParseTask | CheckTask
 export interface SessionTask {
   type: 'blocking:session'
   port: MessagePort
+  /** The thread's log port: LogMessages, one per line, as handlers write them. */
+  logs: MessagePort
   modules: string[]
 }
+
+/**
+ * Worker -> main, on a thread's log port: a line a handler wrote with
+ * `request.log`, and the slot of its task. Posted when written, so that a
+ * handler whose thread is then terminated has its lines out; the main thread
+ * has no listener on this port (it costs no message event) and takes what
+ * waits there before it reads an outcome batch, when a stream ends, and when
+ * the thread is lost.
+ */
+export type LogMessage = [slot: number, line: LogLine]
 
 /** Main -> worker, on a channel. */
 export type ChannelDown =
@@ -315,7 +335,11 @@ export interface Outcome {
   status?: number
   /** Set by `reply.header()` / `headers()` / `type()` / `redirect()` in the worker. */
   headers?: Record<string, string | number | string[]>
-  /** Lines written with `request.log`, in order. */
+  /**
+   * Lines that did not go out on the log port (LogMessage), in order: those
+   * of a worker that could not load the handler, and those a returned
+   * stream's producer writes after its task (on the stream's end).
+   */
   logs?: LogLine[]
   /** Background tasks the handler asked for. */
   background?: BackgroundCall[]
