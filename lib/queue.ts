@@ -18,7 +18,7 @@ import type { ResolvedQueueOptions } from './options.js'
 import { stableName, TaskTable } from './task-names.js'
 import type { QueueCounts, QueueJobOptions, QueueStats } from './common/types.js'
 import { encodeArgs, type JobData } from './common/json.js'
-import { now } from './common/protocol.js'
+import { now } from './common/slots.js'
 import { kQueueAdds } from './symbols.js'
 
 export type BullMQ = typeof import('bullmq')

@@ -28,21 +28,13 @@ import {
   GAUGE_BACKGROUND_LIMIT,
   GAUGE_BACKGROUND_QUEUED,
   GAUGE_INTS,
-  now,
   PayloadKind,
-  SLOT_INTS,
-  SLOT_BEGIN_F64,
-  SLOT_END_F64,
-  SLOT_START_F64,
-  SLOT_STATE,
-  SLOT_THREAD,
-  SLOT_WAITED_F64,
-  SlotState,
   type LogLine,
   type Outcome,
   type SerializedError,
   type Task
 } from './common/protocol.js'
+import { now, SlotState, SlotTable } from './common/slots.js'
 
 /** How long a timed-out task may take to stop by itself (its request.signal is aborted) before its thread is terminated. */
 export const TIMEOUT_GRACE_MS = 100
@@ -89,13 +81,11 @@ export interface SchedulerOptions {
 }
 
 export class Scheduler {
-  readonly slots: SharedArrayBuffer
+  readonly slots: SlotTable
   readonly gauges: SharedArrayBuffer
   private readonly gauge: Int32Array
   /** Background tasks promised a place in their queue (reply.background called, response not sent yet). */
   private reserved = 0
-  private readonly state: Int32Array
-  private readonly start: Float64Array
   private readonly free: number[] = []
   /** The entry each slot in use belongs to. */
   private readonly bySlot: Array<Entry | undefined>
@@ -122,9 +112,7 @@ export class Scheduler {
   constructor (readonly options: SchedulerOptions) {
     const slots = options.capacity * options.concurrency + options.backgroundCapacity
     this.maxStreams = options.capacity * (options.concurrency - 1)
-    this.slots = new SharedArrayBuffer(slots * SLOT_INTS * Int32Array.BYTES_PER_ELEMENT)
-    this.state = new Int32Array(this.slots)
-    this.start = new Float64Array(this.slots)
+    this.slots = SlotTable.create(slots)
     for (let i = slots - 1; i >= 0; i--) this.free.push(i)
     this.bySlot = new Array<Entry | undefined>(slots).fill(undefined)
     this.lanes = {
@@ -368,13 +356,13 @@ export class Scheduler {
       entry.resolve({ kind: PayloadKind.Skipped })
       this.maybeIdle()
     } else if (entry.phase === Phase.Running) {
-      const i = entry.slot * SLOT_INTS + SLOT_STATE
+      const { slots } = this
       for (;;) {
-        const state = Atomics.load(this.state, i)
+        const state = slots.state(entry.slot)
         if (state !== SlotState.Posted && state !== SlotState.Running && state !== SlotState.Waiting) break
-        if (Atomics.compareExchange(this.state, i, state, SlotState.Cancelled) === state) break
+        if (slots.swap(entry.slot, state, SlotState.Cancelled)) break
       }
-      Atomics.notify(this.state, i)
+      slots.set(entry.slot, slots.state(entry.slot))
     }
   }
 
@@ -411,12 +399,7 @@ export class Scheduler {
       this.rotateWindow(entry.dispatchedAt)
       this.recentWaits.record(waited)
     }
-    Atomics.store(this.state, slot * SLOT_INTS + SLOT_STATE, SlotState.Posted)
-    Atomics.store(this.state, slot * SLOT_INTS + SLOT_THREAD, 0)
-    this.start[slot * (SLOT_INTS / 2) + SLOT_START_F64] = 0
-    this.start[slot * (SLOT_INTS / 2) + SLOT_BEGIN_F64] = 0
-    this.start[slot * (SLOT_INTS / 2) + SLOT_END_F64] = 0
-    this.start[slot * (SLOT_INTS / 2) + SLOT_WAITED_F64] = 0
+    this.slots.post(slot)
     job.task.slot = slot
     if (job.timeout > 0) {
       entry.timer = setTimeout(() => this.checkTimeout(entry), job.timeout)
@@ -503,8 +486,8 @@ export class Scheduler {
 
   private checkTimeout (entry: Entry): void {
     const { slot, job } = entry
-    const state = Atomics.load(this.state, slot * SLOT_INTS + SLOT_STATE)
-    const started = this.start[slot * (SLOT_INTS / 2) + SLOT_START_F64]!
+    const state = this.slots.state(slot)
+    const started = this.slots.start(slot)
     if (state === SlotState.Posted || state === SlotState.Waiting || started === 0) {
       // No thread has started it yet (one is booting, or it was cancelled and
       // will be skipped), or it waits for its client: the clock is not running.
@@ -520,17 +503,16 @@ export class Scheduler {
     }
     // Answer now; ask the handler to stop (request.signal); terminate its thread
     // if it has not stopped within the grace period.
-    Atomics.store(this.state, slot * SLOT_INTS + SLOT_STATE, SlotState.TimedOut)
-    Atomics.notify(this.state, slot * SLOT_INTS + SLOT_STATE)
+    this.slots.set(slot, SlotState.TimedOut)
     entry.answered = true
     this.lanes[job.lane].failed++
     if (job.meter !== undefined) job.meter.failed++
-    entry.startedAt = this.start[slot * (SLOT_INTS / 2) + SLOT_BEGIN_F64]!
+    entry.startedAt = this.slots.begin(slot)
     entry.endedAt = now()
     const err = new FST_BLOCKING_TIMEOUT(job.label, job.timeout)
     this.report(entry, 'timeout', err)
     entry.reject(err)
-    const thread = Atomics.load(this.state, slot * SLOT_INTS + SLOT_THREAD)
+    const thread = this.slots.thread(slot)
     entry.timer = setTimeout(() => { if (thread !== 0) this.threadsOf(job).pool.terminate(thread) }, TIMEOUT_GRACE_MS)
     entry.timer.unref()
   }
@@ -541,13 +523,13 @@ export class Scheduler {
     if (entry.timer !== undefined) clearTimeout(entry.timer)
     const { meter } = job
     // The timeout clock's last start (0: no thread started it), and the task's first.
-    const started = this.start[slot * (SLOT_INTS / 2) + SLOT_START_F64]!
-    const began = this.start[slot * (SLOT_INTS / 2) + SLOT_BEGIN_F64]!
+    const started = this.slots.start(slot)
+    const began = this.slots.begin(slot)
     const ended = now()
     if (started > 0) {
       // A stream or upload runs from its start, its waits for the client included;
       // utilization counts the run less those waits (busyOf()).
-      const finished = this.start[slot * (SLOT_INTS / 2) + SLOT_END_F64]!
+      const finished = this.slots.end(slot)
       lane.runTime.record(ended - began)
       if (meter !== undefined) {
         meter.runTime.record(ended - began)
@@ -555,9 +537,8 @@ export class Scheduler {
       }
       if (!this.ownPool(job)) this.busyMs += this.busyOf(slot, finished > 0 ? finished : ended)
     }
-    Atomics.store(this.state, slot * SLOT_INTS + SLOT_STATE, SlotState.Free)
     // Wakes a worker-side Atomics.waitAsync() on this slot, if any (see workers/signal.ts).
-    Atomics.notify(this.state, slot * SLOT_INTS + SLOT_STATE)
+    this.slots.set(slot, SlotState.Free)
     this.free.push(slot)
     this.bySlot[slot] = undefined
     entry.phase = Phase.Done
@@ -698,11 +679,11 @@ export class Scheduler {
    * slowly does not.
    */
   private busyOf (slot: number, at: number): number {
-    const began = this.start[slot * (SLOT_INTS / 2) + SLOT_BEGIN_F64]!
+    const began = this.slots.begin(slot)
     if (began === 0) return 0
-    const waiting = Atomics.load(this.state, slot * SLOT_INTS + SLOT_STATE) === SlotState.Waiting
-    const until = waiting ? this.start[slot * (SLOT_INTS / 2) + SLOT_START_F64]! : at
-    return Math.max(0, until - began - this.start[slot * (SLOT_INTS / 2) + SLOT_WAITED_F64]!)
+    const waiting = this.slots.state(slot) === SlotState.Waiting
+    const until = waiting ? this.slots.start(slot) : at
+    return Math.max(0, until - began - this.slots.waited(slot))
   }
 
   stats (): { request: LaneStats, background: LaneStats, utilization: number } {
@@ -726,7 +707,7 @@ export class Scheduler {
    */
   timing (entry: Entry): { wait: number, run: number } | undefined {
     let started = entry.startedAt
-    if (started === 0 && entry.phase === Phase.Running) started = this.start[entry.slot * (SLOT_INTS / 2) + SLOT_BEGIN_F64]!
+    if (started === 0 && entry.phase === Phase.Running) started = this.slots.begin(entry.slot)
     if (started === 0) return undefined
     return { wait: started - entry.enqueuedAt, run: (entry.endedAt === 0 ? now() : entry.endedAt) - started }
   }

@@ -7,7 +7,8 @@
 // loop, which a handler's own setImmediate() could end first.
 import type { MessagePort } from 'node:worker_threads'
 import { kFollow, kTransfer, type Outbound } from './outcome.js'
-import { now, PayloadKind, SLOT_END_F64, SLOT_INTS, type ChannelDown, type ChannelUp, type CheckOutcome, type Outcome, type Task, unknownMessage } from '../lib/common/protocol.js'
+import { PayloadKind, type ChannelDown, type ChannelUp, type CheckOutcome, type Outcome, type Task, unknownMessage } from '../lib/common/protocol.js'
+import type { SlotTable } from '../lib/common/slots.js'
 
 /** ms an outcome may wait for others to go with it. */
 export const FLUSH_AFTER_MS = 0.5
@@ -22,12 +23,12 @@ export class Outbox {
     this.flush()
   }
 
-  /** `times`: the slot table as Float64s, where the end of each task is written. */
-  constructor (private readonly port: MessagePort, private readonly times: Float64Array) {}
+  /** `slots`: where the end of each task is written. */
+  constructor (private readonly port: MessagePort, private readonly slots: SlotTable) {}
 
   /** Queues a task's outcome; sends what waits if it has waited long enough. */
   add (slot: number, outcome: Outbound | CheckOutcome): void {
-    if (slot >= 0) this.times[slot * (SLOT_INTS / 2) + SLOT_END_F64] = now()
+    if (slot >= 0) this.slots.setEnd(slot)
     this.outcomes.push(slot, outcome)
     const transfer = (outcome as Outbound)[kTransfer]
     if (transfer !== undefined) for (const buffer of transfer) this.transfer.push(buffer)
@@ -84,8 +85,8 @@ export interface Session {
  * channel): each batch's tasks start in order, and their outcomes go back
  * through the outbox.
  */
-export function serve (port: MessagePort, times: Float64Array, session: Session, ready: ChannelUp): Promise<void> {
-  const outbox = new Outbox(port, times)
+export function serve (port: MessagePort, slots: SlotTable, session: Session, ready: ChannelUp): Promise<void> {
+  const outbox = new Outbox(port, slots)
   return new Promise<void>((resolve) => {
     const settle = (slot: number) => (outcome: unknown) => {
       outbox.add(slot, outcome as Outbound)

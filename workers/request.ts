@@ -6,6 +6,7 @@ import { copyBytes, uncloneable } from '../lib/common/clone.js'
 import { encodeArgs } from '../lib/common/json.js'
 import { kTransfer, serializeError, type Outbound } from './outcome.js'
 import { createSignal } from './signal.js'
+import type { SlotTable } from '../lib/common/slots.js'
 import type { MessagePort } from 'node:worker_threads'
 import { GAUGE_BACKGROUND_LIMIT, GAUGE_BACKGROUND_QUEUED, GAUGE_DURABLE, type BackgroundCall, type CookieCall, type Head, type LogLine, type LogMessage, type Outcome, type RequestSnapshot } from '../lib/common/protocol.js'
 
@@ -104,12 +105,12 @@ export class WorkerRequest {
   readonly routeOptions: { readonly config: unknown }
   declare files?: unknown[]
   readonly #reply: WorkerReply
-  readonly #state: Int32Array
+  readonly #slots: SlotTable
   readonly #slot: number
   #signal: AbortSignal | undefined
   #log: Record<Level, (a: unknown, b?: unknown) => void> | undefined
 
-  constructor (snapshot: RequestSnapshot, config: unknown, reply: WorkerReply, state: Int32Array, slot: number) {
+  constructor (snapshot: RequestSnapshot, config: unknown, reply: WorkerReply, slots: SlotTable, slot: number) {
     this.id = snapshot.id
     this.method = snapshot.method
     this.url = snapshot.url
@@ -125,12 +126,12 @@ export class WorkerRequest {
     // Names were checked at startup not to shadow the request's own (options.ts).
     if (snapshot.properties !== undefined) Object.assign(this, snapshot.properties)
     this.#reply = reply
-    this.#state = state
+    this.#slots = slots
     this.#slot = slot
   }
 
   get signal (): AbortSignal {
-    this.#signal ??= createSignal(this.#state, this.#slot)
+    this.#signal ??= createSignal(this.#slots, this.#slot)
     return this.#signal
   }
 

@@ -2,17 +2,16 @@
 // slot (see lib/common/protocol.ts); a synchronous handler never yields to the
 // event loop, so `signal.aborted` and `throwIfAborted()` read the slot
 // themselves, and an async handler is woken by Atomics.waitAsync().
-import { SLOT_INTS, SLOT_STATE, SlotState } from '../lib/common/protocol.js'
+import { SlotState, type SlotTable } from '../lib/common/slots.js'
 
 const abortedGetter = Object.getOwnPropertyDescriptor(AbortSignal.prototype, 'aborted')!.get!
 
-export function createSignal (state: Int32Array, slot: number): AbortSignal {
-  const index = slot * SLOT_INTS + SLOT_STATE
+export function createSignal (slots: SlotTable, slot: number): AbortSignal {
   const controller = new AbortController()
   const signal = controller.signal
   const poll = (): void => {
     if (abortedGetter.call(signal) === true) return
-    const value = Atomics.load(state, index)
+    const value = slots.state(slot)
     if (value === SlotState.Cancelled) {
       controller.abort(new DOMException('The client went away', 'AbortError'))
     } else if (value === SlotState.TimedOut) {
@@ -35,7 +34,7 @@ export function createSignal (state: Int32Array, slot: number): AbortSignal {
   })
   // Wakes when the main thread writes the slot (cancel, timeout, or release at
   // the task's end, which polls to nothing).
-  const waiting = Atomics.waitAsync(state, index, SlotState.Running)
+  const waiting = slots.waitWhile(slot, SlotState.Running)
   if (waiting.async) void waiting.value.then(poll)
   else poll()
   return signal

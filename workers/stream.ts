@@ -6,13 +6,7 @@
 import { copyBytes } from '../lib/common/clone.js'
 import { errorOutcome } from './outcome.js'
 import {
-  now,
   PayloadKind,
-  SLOT_INTS,
-  SLOT_START_F64,
-  SLOT_STATE,
-  SLOT_WAITED_F64,
-  SlotState,
   type Head,
   type Outcome,
   type StreamControl,
@@ -20,6 +14,7 @@ import {
   type StreamTask,
   unknownMessage
 } from '../lib/common/protocol.js'
+import { SlotState, type SlotTable } from '../lib/common/slots.js'
 import { MessageChannel, type MessagePort } from 'node:worker_threads'
 import { createReply, finish, headOf, seal, transferOf, WorkerRequest, type WorkerReply } from './request.js'
 
@@ -111,8 +106,7 @@ type Source = Pick<AsyncIterator<unknown, unknown, undefined>, 'next' | 'return'
 
 /** Where a stream's slot is: a generator handler's task, or the task of a handler that returned a stream. */
 interface Slot {
-  state: Int32Array
-  start: Float64Array
+  slots: SlotTable
   slot: number
 }
 
@@ -123,10 +117,10 @@ interface Mode {
   abort?: (() => void) | undefined
 }
 
-export function runStream (task: StreamTask, fn: Function, state: Int32Array, start: Float64Array, gauges: Int32Array, config: unknown): Promise<Outcome> {
+export function runStream (task: StreamTask, fn: Function, slots: SlotTable, gauges: Int32Array, config: unknown): Promise<Outcome> {
   const reply = createReply(task.request, gauges, task.slot)
-  const request = new WorkerRequest(task.request, config, reply, state, task.slot)
-  return pump(task.port, task.highWaterMark, { state, start, slot: task.slot }, { returned: false }, reply, () => fn(request, reply) as Gen)
+  const request = new WorkerRequest(task.request, config, reply, slots, task.slot)
+  return pump(task.port, task.highWaterMark, { slots, slot: task.slot }, { returned: false }, reply, () => fn(request, reply) as Gen)
 }
 
 /** A Node Readable (or a look-alike from the readable-stream package), a web ReadableStream, or a generator object. */
@@ -189,17 +183,12 @@ export function handOff (value: unknown, reply: WorkerReply, at: Slot): { port: 
 }
 
 async function pump (port: MessagePort, initialCredit: number, at: Slot, mode: Mode, reply: WorkerReply, open: () => Source): Promise<Outcome> {
-  const stateIndex = at.slot * SLOT_INTS + SLOT_STATE
-  const startIndex = at.slot * (SLOT_INTS / 2) + SLOT_START_F64
-  const waitedIndex = at.slot * (SLOT_INTS / 2) + SLOT_WAITED_F64
+  const { slots, slot } = at
   let credit = initialCredit
   let cancelled = false
   let wake: (() => void) | undefined
   let protocolError: Error | undefined
-  const isCancelled = (): boolean => cancelled || Atomics.load(at.state, stateIndex) === SlotState.Cancelled
-  const restartClock = (): void => {
-    at.start[startIndex] = now()
-  }
+  const isCancelled = (): boolean => cancelled || slots.state(slot) === SlotState.Cancelled
   const cancel = (): void => {
     if (!cancelled) mode.abort?.()
     cancelled = true
@@ -265,14 +254,11 @@ async function pump (port: MessagePort, initialCredit: number, at: Slot, mode: M
         // and this thread is free for other tasks. The wait's start is kept in
         // the slot, and its length added to the time waited: utilization
         // counts the rest.
-        restartClock()
-        Atomics.compareExchange(at.state, stateIndex, SlotState.Running, SlotState.Waiting)
+        slots.startWaiting(slot)
         await new Promise<void>((resolve) => { wake = resolve })
         wake = undefined
-        at.start[waitedIndex]! += now() - at.start[startIndex]!
-        restartClock()
-        // Fails if the task was cancelled meanwhile: the next turn sees it.
-        Atomics.compareExchange(at.state, stateIndex, SlotState.Waiting, SlotState.Running)
+        // Fails to go back to Running if the task was cancelled meanwhile: the next turn sees it.
+        slots.stopWaiting(slot)
         continue
       }
       const step = await (ahead ?? gen.next())
@@ -284,7 +270,7 @@ async function pump (port: MessagePort, initialCredit: number, at: Slot, mode: M
       if (size === 0) continue
       credit -= size
       // taskTimeout counts the time between chunks.
-      restartClock()
+      slots.restartClock(slot)
       if (pending.length > 0) {
         if (performance.now() - pending.since >= COALESCE_MS) {
           pending.flushTo(send)

@@ -10,15 +10,7 @@ import { load } from './loader.js'
 import { serve } from './channel.js'
 import { cloneable, errorOutcome, kFollow, kTransfer, serializeError, toOutcome, type Outbound } from './outcome.js'
 import {
-  now,
   PayloadKind,
-  SLOT_INTS,
-  SLOT_BEGIN_F64,
-  SLOT_START_F64,
-  SLOT_STATE,
-  SLOT_THREAD,
-  SLOT_WAITED_F64,
-  SlotState,
   type CheckOutcome,
   type CheckTask,
   type HandleTask,
@@ -32,6 +24,7 @@ import {
   type WorkerData,
   unknownMessage
 } from '../lib/common/protocol.js'
+import { SlotTable } from '../lib/common/slots.js'
 import { asBuffer, createReply, finish, finishHead, seal, setLogPort, transferOf, WorkerRequest } from './request.js'
 import { handedOff, handOff, isStream, runStream } from './stream.js'
 import { parseUpload, removeSpooled, type ParsedUpload } from './multipart.js'
@@ -39,9 +32,8 @@ import { copyBytes } from '../lib/common/clone.js'
 
 // tinypool hands a worker [its own data, ours]; piscina hands ours as is.
 const data = (Array.isArray(workerData) ? workerData[1] : workerData) as WorkerData
-const state = new Int32Array(data.slots)
+const slots = new SlotTable(data.slots)
 const gauges = new Int32Array(data.gauges)
-const start = new Float64Array(data.slots)
 
 /**
  * Lowers this thread's scheduling priority, so that the main thread wins the
@@ -64,12 +56,7 @@ const SKIPPED: Outcome = { kind: PayloadKind.Skipped }
 
 /** Says the task has started, unless the main thread cancelled it first. */
 function claim (slot: number): boolean {
-  const at = now()
-  start[slot * (SLOT_INTS / 2) + SLOT_START_F64] = at
-  start[slot * (SLOT_INTS / 2) + SLOT_BEGIN_F64] = at
-  // Read by the main thread to terminate this thread if the task times out.
-  Atomics.store(state, slot * SLOT_INTS + SLOT_THREAD, threadId)
-  return Atomics.compareExchange(state, slot * SLOT_INTS + SLOT_STATE, SlotState.Posted, SlotState.Running) === SlotState.Posted
+  return slots.claim(slot, threadId)
 }
 
 /** Handler identities by number, as the channel named them. */
@@ -150,7 +137,7 @@ function handle (task: HandleTask, fn: Function): unknown {
 
 function invoke (task: HandleTask, fn: Function, upload: ParsedUpload | undefined): unknown {
   const reply = createReply(task.request, gauges, task.slot)
-  const request = new WorkerRequest(task.request, configs[task.request.route], reply, state, task.slot)
+  const request = new WorkerRequest(task.request, configs[task.request.route], reply, slots, task.slot)
   if (upload !== undefined) {
     request.body = upload.fields
     request.files = upload.files
@@ -167,7 +154,7 @@ function invoke (task: HandleTask, fn: Function, upload: ParsedUpload | undefine
       // A returned stream flows on a port of its own, as a generator's chunks
       // do, and keeps the task's slot until it ends (a second outcome).
       const outcome: Outbound = finishHead(reply, { kind: PayloadKind.Stream })
-      const { port, done } = handOff(value, reply, { state, start, slot: task.slot })
+      const { port, done } = handOff(value, reply, { slots, slot: task.slot })
       outcome.value = port
       outcome[kTransfer]!.push(port as unknown as ArrayBuffer)
       outcome[kFollow] = done
@@ -205,19 +192,13 @@ async function handleUpload (task: HandleTask, spec: UploadSpec, fn: Function): 
  * starts again when the body is parsed.
  */
 async function waitingForClient<T> (slot: number, work: (parsing: { ms: number }) => Promise<T>): Promise<T> {
-  const index = slot * SLOT_INTS + SLOT_STATE
-  const clock = slot * (SLOT_INTS / 2) + SLOT_START_F64
-  // The wait's start, for utilization; the parser's own work in it is not a wait.
+  // The parser's own work meanwhile is not a wait (utilization counts it).
   const parsing = { ms: 0 }
-  start[clock] = now()
-  Atomics.compareExchange(state, index, SlotState.Running, SlotState.Waiting)
+  slots.startWaiting(slot)
   try {
     return await work(parsing)
   } finally {
-    const at = now()
-    start[slot * (SLOT_INTS / 2) + SLOT_WAITED_F64]! += Math.max(0, at - start[clock]! - parsing.ms)
-    start[clock] = at
-    Atomics.compareExchange(state, index, SlotState.Waiting, SlotState.Running)
+    slots.stopWaiting(slot, parsing.ms)
   }
 }
 
@@ -283,7 +264,7 @@ function dispatch (task: HandleTask | RunTask | StreamTask, fn: Function): unkno
         task.port.close()
         return SKIPPED
       }
-      return runStream(task, fn, state, start, gauges, configs[task.request.route])
+      return runStream(task, fn, slots, gauges, configs[task.request.route])
   }
 }
 
@@ -323,7 +304,7 @@ export default async function onSession (task: SessionTask): Promise<void> {
   }
   setLogPort(task.logs)
   for (const moduleUrl of task.modules) await load(moduleUrl).catch(() => {})
-  await serve(task.port, start, {
+  await serve(task.port, slots, {
     name (from, given) {
       for (let i = 0; i < given.length; i++) names[from + i] = given[i]!
     },

@@ -10,7 +10,7 @@
 // one event-loop turn produced on one side is posted once (ChannelDown,
 // ChannelUp). Handlers are named by small integers, whose names a channel
 // learns once (ChannelDown.names). Cancellation, timeouts and start times
-// stay in the shared slot table below.
+// stay in the shared slot table (slots.ts).
 import type { MessagePort } from 'node:worker_threads'
 import { FST_BLOCKING_PROTOCOL } from './errors.js'
 import type { MultipartLimits } from './types.js'
@@ -39,52 +39,9 @@ export interface WorkerData {
 }
 
 // ---------------------------------------------------------------------------
-// Slots: one per task that has been handed to the pool. The main thread owns
-// allocation; a worker only writes the fields it is told to write below.
+// Slots: one per task handed to the pool, in a shared table whose layout and
+// accessors are in slots.ts.
 // ---------------------------------------------------------------------------
-
-/** Int32 fields per slot (an even number: the Float64 fields below are aligned). */
-export const SLOT_INTS = 10
-/** Field: the slot's state, one of SlotState. */
-export const SLOT_STATE = 0
-/** Field: the threadId of the worker that started the task. */
-export const SLOT_THREAD = 1
-/**
- * Fields 2..3 hold, as one Float64 (index `slot * 5 + 1` of a Float64Array),
- * when the timeout clock last started: at the start, then again after each
- * wait for the client (a stream's credit, an upload's body).
- */
-export const SLOT_START_F64 = 1
-/** Fields 4..5, as one Float64 (index `slot * 5 + 2`): when a thread started the task, written once. */
-export const SLOT_BEGIN_F64 = 2
-/**
- * Fields 6..7, as one Float64 (index `slot * 5 + 3`): when the thread had the
- * task's outcome ready (its run, less the trip back: which tasks are short).
- */
-export const SLOT_END_F64 = 3
-/**
- * Fields 8..9, as one Float64 (index `slot * 5 + 4`): ms the task has waited
- * for its client (a stream's credit, an upload's body), less the work done
- * meanwhile (parsing the body), added when each wait ends. While the slot
- * says Waiting, SLOT_START_F64 is when the wait began. The thread's busy time,
- * for utilization, is the run less this.
- */
-export const SLOT_WAITED_F64 = 4
-
-export const SlotState = {
-  /** Not in use. */
-  Free: 0,
-  /** Handed to the pool, not started by a thread yet. */
-  Posted: 1,
-  /** A thread is running it. */
-  Running: 2,
-  /** The client went away: skip it if not started, abort `request.signal` if running. */
-  Cancelled: 3,
-  /** It ran past its timeout: abort `request.signal`; the thread is terminated soon after. */
-  TimedOut: 4,
-  /** A stream waiting for its client to read: its timeout clock is stopped. */
-  Waiting: 5
-} as const
 
 /** Gauge: background tasks waiting or promised a place in their queue. */
 export const GAUGE_BACKGROUND_QUEUED = 0
@@ -94,10 +51,6 @@ export const GAUGE_BACKGROUND_LIMIT = 1
 export const GAUGE_DURABLE = 2
 export const GAUGE_INTS = 3
 
-/** A wall-clock time in ms, comparable across threads (unlike `performance.now()`). */
-export function now (): number {
-  return performance.timeOrigin + performance.now()
-}
 
 // ---------------------------------------------------------------------------
 // Tasks (main -> worker)

@@ -27,7 +27,7 @@ export async function createPools (options: ResolvedOptions, scheduler: Schedule
     minThreads: options.minThreads,
     idleTimeout: options.idleTimeout,
     resourceLimits: options.resourceLimits,
-    workerData: { slots: scheduler.slots, gauges: scheduler.gauges, priority: options.priority },
+    workerData: { slots: scheduler.slots.buffer, gauges: scheduler.gauges, priority: options.priority },
     onError: (err: Error) => log.error({ err }, 'fastify-blocking: a worker thread failed while idle; it was replaced')
   }
   const request = await createPool(options.pool, config)
