@@ -3,7 +3,7 @@
 // Server-Timing and Retry-After headers the plugin adds.
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { FST_BLOCKING_QUEUE_FULL, FST_BLOCKING_UNDER_PRESSURE } from './common/errors.js'
-import { PayloadKind, type Head, type Outcome, type SerializedError } from './common/protocol.js'
+import { PayloadKind, type Head, type Outcome } from './common/protocol.js'
 import type { Entry } from './lane.js'
 import { reviveError, writeLogs } from './logs.js'
 import type { Scheduler } from './scheduler.js'
@@ -32,12 +32,12 @@ export function loggedPayloadOf (log: FastifyRequest['log'], outcome: Outcome): 
 export function payloadOf (outcome: Outcome): unknown {
   switch (outcome.kind) {
     case PayloadKind.Bytes: {
-      const bytes = outcome.value as Uint8Array
+      const bytes = outcome.value
       // A view over the transferred buffer: no copy.
       return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
     }
     case PayloadKind.Error:
-      throw reviveError(outcome.value as SerializedError)
+      throw reviveError(outcome.value)
     default:
       return outcome.value
   }

@@ -2,7 +2,6 @@
 // replayed on Fastify's reply. Everything else (hooks, validation, serializers,
 // the error handler) stays Fastify's: only the handler moves.
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import type { MessagePort } from 'node:worker_threads'
 import { PayloadKind, type HandleTask, type Outcome } from './common/protocol.js'
 import type { Background } from './background.js'
 import { closeAfterLimit, multipartBody, startUpload, type Upload } from './multipart.js'
@@ -20,7 +19,7 @@ function deliver (request: FastifyRequest, reply: FastifyReply, outcome: Outcome
   applyHead(reply, outcome)
   if (outcome.background !== undefined) background.fromWorker(reply, outcome.background)
   // A returned stream flows on the port the outcome carries.
-  if (outcome.kind === PayloadKind.Stream) return streamFrom(outcome.value as MessagePort, route, background, request, reply, scheduler, entry)
+  if (outcome.kind === PayloadKind.Stream) return streamFrom(outcome.value, route, background, request, reply, scheduler, entry)
   return payloadOf(outcome)
 }
 

@@ -17,12 +17,11 @@ import {
   FST_BLOCKING_UNDER_PRESSURE,
   FST_BLOCKING_WORKER_CRASHED
 } from './common/errors.js'
-import type { Transferable } from 'node:worker_threads'
 import type { PoolAdapter } from './pools/adapter.js'
 import { Threads, type Channel } from './threads.js'
-import { writeLine, type Logger } from './logs.js'
+import { writeLine } from './logs.js'
 import { errorOf, observed, publishTask, type TaskOutcome } from './diagnostics.js'
-import { Entry, Lane, Phase, Timings, type Job, type LaneName, type Meter } from './lane.js'
+import { Entry, Lane, Phase, Timings, type Job, type LaneName } from './lane.js'
 import type { LaneStats } from './common/types.js'
 import {
   GAUGE_BACKGROUND_LIMIT,
@@ -31,8 +30,7 @@ import {
   PayloadKind,
   type LogLine,
   type Outcome,
-  type SerializedError,
-  type Task
+  type SerializedError
 } from './common/protocol.js'
 import { now, SlotState, SlotTable } from './common/slots.js'
 
@@ -458,7 +456,7 @@ export class Scheduler {
     if (entry.answered) {
       // Timed out before the handler returned: nobody reads the stream. Closing
       // its port ends it in the worker (the source is destroyed).
-      (outcome.value as { close?: () => void } | undefined)?.close?.()
+      if (outcome.kind === PayloadKind.Stream) outcome.value.close()
       return
     }
     answer(outcome)
@@ -578,7 +576,7 @@ export class Scheduler {
       } else {
         lane.failed++
         if (meter !== undefined) meter.failed++
-        const value = outcome?.value as SerializedError | undefined
+        const value = outcome?.kind === PayloadKind.Error ? outcome.value : undefined
         if (err !== undefined || value?.name === 'DataCloneError') {
           const translated = this.translate(job, err ?? value)
           this.report(entry, translated instanceof FST_BLOCKING_NOT_CLONEABLE ? 'failed' : 'crashed', translated)

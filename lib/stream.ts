@@ -16,7 +16,7 @@ import { applyHead, refused, serverTiming } from './reply.js'
 import { snapshotOf, type BlockingRoute } from './request.js'
 import type { Entry } from './lane.js'
 import type { Scheduler } from './scheduler.js'
-import { PayloadKind, type SerializedError, type StreamMessage, type StreamTask, unknownMessage } from './common/protocol.js'
+import { PayloadKind, type StreamMessage, type StreamTask, unknownMessage } from './common/protocol.js'
 
 export function startStream (
   route: BlockingRoute,
@@ -187,7 +187,7 @@ function feed (
         case 'stream:error': {
           const { outcome } = message
           if (outcome.logs !== undefined) writeLogs(request.log, outcome.logs)
-          fail(reviveError(outcome.value as SerializedError))
+          fail(reviveError(outcome.value))
           break
         }
         default:
@@ -208,7 +208,7 @@ function feed (
       // a stream whose client went away sends its log lines with the task.
       if (outcome.kind === PayloadKind.Error) {
         if (outcome.logs !== undefined) writeLogs(request.log, outcome.logs)
-        fail(reviveError(outcome.value as SerializedError))
+        fail(reviveError(outcome.value))
       } else if (outcome.kind === PayloadKind.Skipped) {
         if (outcome.logs !== undefined) writeLogs(request.log, outcome.logs)
         // Cancelled before this side saw its client leave (a returned stream

@@ -1,6 +1,6 @@
 // What a function returned or threw, made ready to cross back to the main thread.
 import { copyBytes, NotPlainData, plainData, uncloneable } from '../lib/common/clone.js'
-import { PayloadKind, type LogLine, type Outcome, type SerializedError } from '../lib/common/protocol.js'
+import { PayloadKind, type ErrorOutcome, type LogLine, type Outcome, type SerializedError } from '../lib/common/protocol.js'
 
 /**
  * Buffers an outcome moves instead of copying, under a symbol: structured
@@ -118,8 +118,8 @@ export function serializeError (err: unknown): SerializedError {
   return out
 }
 
-export function errorOutcome (err: unknown, logs: LogLine[] | undefined): Outcome {
-  const outcome: Outcome = { kind: PayloadKind.Error, value: serializeError(err) }
+export function errorOutcome (err: unknown, logs: LogLine[] | undefined): ErrorOutcome {
+  const outcome: ErrorOutcome = { kind: PayloadKind.Error, value: serializeError(err) }
   if (logs !== undefined) outcome.logs = logs
   return outcome
 }

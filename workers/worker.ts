@@ -153,9 +153,9 @@ function invoke (task: HandleTask, fn: Function, upload: ParsedUpload | undefine
     if (isStream(value)) {
       // A returned stream flows on a port of its own, as a generator's chunks
       // do, and keeps the task's slot until it ends (a second outcome).
-      const outcome: Outbound = finishHead(reply, { kind: PayloadKind.Stream })
+      const head = finishHead(reply, { kind: PayloadKind.Empty })
       const { port, done } = handOff(value, reply, { slots, slot: task.slot })
-      outcome.value = port
+      const outcome: Outbound = Object.assign(head, { kind: PayloadKind.Stream, value: port })
       outcome[kTransfer]!.push(port as unknown as ArrayBuffer)
       outcome[kFollow] = done
       return outcome

@@ -51,7 +51,6 @@ export const GAUGE_BACKGROUND_LIMIT = 1
 export const GAUGE_DURABLE = 2
 export const GAUGE_INTS = 3
 
-
 // ---------------------------------------------------------------------------
 // Tasks (main -> worker)
 // ---------------------------------------------------------------------------
@@ -226,7 +225,7 @@ export type StreamMessage =
   /** The generator returned; `outcome` carries status and headers if no chunk came, and logs and background calls. */
   | { type: 'stream:end', outcome: Outcome }
   /** The generator threw (before or after its first chunk). */
-  | { type: 'stream:error', outcome: Outcome }
+  | { type: 'stream:error', outcome: ErrorOutcome }
 
 /** Main -> worker, on a stream's port. */
 export type StreamControl =
@@ -281,18 +280,13 @@ export interface LogLine {
   msg?: string
 }
 
-export interface Outcome {
-  kind: PayloadKind
-  value?: unknown
+/** What the worker's reply set beside the payload: the head, log lines, background calls. */
+export interface OutcomeExtras {
   /** Set by `reply.code()` in the worker. */
   status?: number
   /** Set by `reply.header()` / `headers()` / `type()` / `redirect()` in the worker. */
   headers?: Record<string, string | number | string[]>
-  /**
-   * Lines that did not go out on the log port (LogMessage), in order: those
-   * of a worker that could not load the handler, and those a returned
-   * stream's producer writes after its task (on the stream's end).
-   */
+  /** Lines written with `request.log` that did not go out on the log port (see workers/request.ts). */
   logs?: LogLine[]
   /** Background tasks the handler asked for. */
   background?: BackgroundCall[]
@@ -300,8 +294,24 @@ export interface Outcome {
   cookies?: CookieCall[]
 }
 
+/** The payload of an outcome: `value` is typed by `kind` (see PayloadKind). */
+export type Payload =
+  | { kind: typeof PayloadKind.Empty, value?: undefined }
+  | { kind: typeof PayloadKind.Json, value: unknown }
+  | { kind: typeof PayloadKind.Text, value: string }
+  | { kind: typeof PayloadKind.Bytes, value: Uint8Array }
+  | { kind: typeof PayloadKind.Error, value: SerializedError }
+  | { kind: typeof PayloadKind.Skipped, value?: undefined }
+  | { kind: typeof PayloadKind.Stream, value: MessagePort }
+
+/** What a task came to, as it crosses back to the main thread. */
+export type Outcome = OutcomeExtras & Payload
+
+/** A task that threw (or could not run). */
+export type ErrorOutcome = OutcomeExtras & { kind: typeof PayloadKind.Error, value: SerializedError }
+
 /** What the worker's reply set that a response's head carries. */
-export type Head = Pick<Outcome, 'status' | 'headers' | 'cookies'>
+export type Head = Pick<OutcomeExtras, 'status' | 'headers' | 'cookies'>
 
 /** A cookie set (`value` given) or cleared (no `value`) in the worker, with @fastify/cookie's options. */
 export interface CookieCall {
