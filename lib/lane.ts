@@ -28,24 +28,32 @@ export interface Job {
   readonly log?: Logger | undefined
 }
 
-export const enum Phase { Queued, Running, Done }
+/**
+ * An entry's life, one state at a time:
+ *
+ *   Queued   → Running   dispatch: handed to a thread, in a slot
+ *   Queued   → Done      cancel (its client left), close, or no thread could start
+ *   Running  ⇄ Waiting   pause / resume: a stream or upload waiting for its
+ *                        client holds a place among the streams, not a thread's
+ *   Running, Waiting → TimedOut   its caller is answered; it keeps its slot and
+ *                        counts as running until its thread stops or is terminated
+ *   Running, Waiting, TimedOut → Done   settle: its outcome came, or its thread died
+ *   Running  → Queued    settle, once (see `attempts`): its thread died before it started
+ */
+export const enum EntryState { Queued, Running, Waiting, TimedOut, Done }
 
 /** A job's life in the scheduler. Created once per submission; no other per-task allocation is ours. */
 export class Entry {
-  phase = Phase.Queued
+  state = EntryState.Queued
   slot = -1
   enqueuedAt = 0
   dispatchedAt = 0
   /** When a thread started it (0 = not started) and when its outcome arrived (0 = not yet), on the main thread's clock. */
   startedAt = 0
   endedAt = 0
-  /** Set when the task timed out and its caller has already been answered. */
-  answered = false
   timer: NodeJS.Timeout | undefined = undefined
-  /** A stream that waits for its client: it does not count against maxThreads. */
-  paused = false
-  /** Sent back to the queue once already, after its thread died before it started. */
-  retried = false
+  /** Times it was handed to a thread (a second time only if its thread died before it started). */
+  attempts = 0
   /** The thread it was handed to, while it is there. */
   channel: Channel | undefined = undefined
   /** Handed over as a short task (it may have waited on its thread behind others). */
@@ -59,6 +67,11 @@ export class Entry {
   resolve!: (outcome: Outcome) => void
   reject!: (err: Error) => void
   constructor (readonly job: Job) {}
+
+  /** Handed to a thread, and not settled yet. */
+  get onThread (): boolean {
+    return this.state === EntryState.Running || this.state === EntryState.Waiting || this.state === EntryState.TimedOut
+  }
 }
 
 /**
@@ -135,7 +148,7 @@ export class Lane extends Meter {
     if (head.job.stream !== true) return undefined
     for (let i = this.head + 1; i < this.queue.length; i++) {
       const entry = this.queue[i]
-      if (entry !== undefined && entry.phase === Phase.Queued && entry.job.stream !== true && fits(entry)) {
+      if (entry !== undefined && entry.state === EntryState.Queued && entry.job.stream !== true && fits(entry)) {
         this.queue[i] = undefined
         this.forget(entry)
         return entry
@@ -148,7 +161,7 @@ export class Lane extends Meter {
   peek (): Entry | undefined {
     while (this.head < this.queue.length) {
       const entry = this.queue[this.head]
-      if (entry !== undefined && entry.phase === Phase.Queued) return entry
+      if (entry !== undefined && entry.state === EntryState.Queued) return entry
       this.queue[this.head++] = undefined
     }
     return undefined
@@ -162,7 +175,7 @@ export class Lane extends Meter {
         this.queue.splice(0, this.head)
         this.head = 0
       }
-      if (entry !== undefined && entry.phase === Phase.Queued) {
+      if (entry !== undefined && entry.state === EntryState.Queued) {
         this.forget(entry)
         return entry
       }

@@ -21,7 +21,7 @@ import type { PoolAdapter } from './pools/adapter.js'
 import { Threads, type Channel } from './threads.js'
 import { writeLine } from './logs.js'
 import { errorOf, observed, publishTask, type TaskOutcome } from './diagnostics.js'
-import { Entry, Lane, Phase, Timings, type Job, type LaneName } from './lane.js'
+import { Entry, EntryState, Lane, Timings, type Job, type LaneName } from './lane.js'
 import type { LaneStats } from './common/types.js'
 import {
   GAUGE_BACKGROUND_LIMIT,
@@ -323,8 +323,8 @@ export class Scheduler {
 
   /** A stream has produced all its client allowed: it waits, and its thread may run other work. */
   pause (entry: Entry): void {
-    if (entry.paused || entry.phase !== Phase.Running) return
-    entry.paused = true
+    if (entry.state !== EntryState.Running) return
+    entry.state = EntryState.Waiting
     this.active--
     entry.channel!.running--
     entry.channel!.long--
@@ -333,8 +333,8 @@ export class Scheduler {
 
   /** Its client wants more: the stream counts against maxThreads again (briefly over it, at worst). */
   resume (entry: Entry): void {
-    if (!entry.paused || entry.phase !== Phase.Running) return
-    entry.paused = false
+    if (entry.state !== EntryState.Waiting) return
+    entry.state = EntryState.Running
     this.active++
     entry.channel!.running++
     entry.channel!.long++
@@ -346,14 +346,14 @@ export class Scheduler {
    * sees its `request.signal` abort and runs on to its end.
    */
   cancel (entry: Entry): void {
-    if (entry.phase === Phase.Queued) {
-      entry.phase = Phase.Done
+    if (entry.state === EntryState.Queued) {
+      entry.state = EntryState.Done
       this.lanes[entry.job.lane].forget(entry)
       this.publish()
       this.report(entry, 'skipped')
       entry.resolve({ kind: PayloadKind.Skipped })
       this.maybeIdle()
-    } else if (entry.phase === Phase.Running) {
+    } else if (entry.onThread) {
       const { slots } = this
       for (;;) {
         const state = slots.state(entry.slot)
@@ -371,7 +371,8 @@ export class Scheduler {
   private dispatch (entry: Entry, channel: Channel): void {
     const { job } = entry
     const slot = this.free.pop() as number
-    entry.phase = Phase.Running
+    entry.state = EntryState.Running
+    entry.attempts++
     entry.slot = slot
     entry.dispatchedAt = now()
     entry.channel = channel
@@ -414,13 +415,13 @@ export class Scheduler {
 
   /** Writes the lines a running task's thread has posted so far (a stream's, before its end is handled). */
   drainLogs (entry: Entry): void {
-    if (entry.phase === Phase.Running) this.threadsOf(entry.job).drainLogs(entry.channel!)
+    if (entry.onThread) this.threadsOf(entry.job).drainLogs(entry.channel!)
   }
 
   /** An outcome (or why there is none) came back on a channel for a slot. */
   private received (slot: number, outcome: Outcome | undefined, err: Error | undefined): void {
     const entry = this.bySlot[slot]
-    if (entry === undefined || entry.phase !== Phase.Running) return
+    if (entry === undefined || !entry.onThread) return
     if (outcome?.kind === PayloadKind.Stream && !entry.returned) this.streaming(entry, outcome)
     else this.settle(entry, outcome, err)
   }
@@ -453,7 +454,7 @@ export class Scheduler {
     })
     // Its caller may look at it a turn later (after an upload's cleanup): a timeout meanwhile is not unhandled.
     entry.promise.catch(() => {})
-    if (entry.answered) {
+    if (entry.state === EntryState.TimedOut) {
       // Timed out before the handler returned: nobody reads the stream. Closing
       // its port ends it in the worker (the source is destroyed).
       if (outcome.kind === PayloadKind.Stream) outcome.value.close()
@@ -470,7 +471,7 @@ export class Scheduler {
     for (const lane of [this.lanes.request, this.lanes.background]) {
       for (let entry = lane.peek(); entry !== undefined && uses(entry.job); entry = lane.peek()) {
         lane.shift()
-        entry.phase = Phase.Done
+        entry.state = EntryState.Done
         lane.failed++
         if (entry.job.meter !== undefined) entry.job.meter.failed++
         const translated = this.translate(entry.job, err)
@@ -502,7 +503,9 @@ export class Scheduler {
     // Answer now; ask the handler to stop (request.signal); terminate its thread
     // if it has not stopped within the grace period.
     this.slots.set(slot, SlotState.TimedOut)
-    entry.answered = true
+    // Its thread's place counts again until the thread has stopped or is gone.
+    this.resume(entry)
+    entry.state = EntryState.TimedOut
     this.lanes[job.lane].failed++
     if (job.meter !== undefined) job.meter.failed++
     entry.startedAt = this.slots.begin(slot)
@@ -539,10 +542,12 @@ export class Scheduler {
     this.slots.set(slot, SlotState.Free)
     this.free.push(slot)
     this.bySlot[slot] = undefined
-    entry.phase = Phase.Done
+    const answered = entry.state === EntryState.TimedOut
+    const waiting = entry.state === EntryState.Waiting
+    entry.state = EntryState.Done
     const channel = entry.channel!
     entry.channel = undefined
-    if (!entry.paused) {
+    if (!waiting) {
       channel.running--
       if (!entry.short) channel.long--
       if (!this.ownPool(job)) this.active--
@@ -553,18 +558,17 @@ export class Scheduler {
     }
     lane.running--
     if (meter !== undefined) meter.running--
-    if (err !== undefined && started === 0 && !entry.answered && !entry.retried && !this.closing && err.name !== 'DataCloneError' &&
+    if (err !== undefined && started === 0 && !answered && entry.attempts === 1 && !this.closing && err.name !== 'DataCloneError' &&
       job.transferList === undefined) {
       // Its thread died (another task on it timed out or crashed) before it
       // started it: it has not run, so it goes back to the head of its queue, once.
       // (Not a stream or an upload: the port it carried went to the dead thread.)
-      entry.retried = true
-      entry.phase = Phase.Queued
+      entry.state = EntryState.Queued
       lane.unshift(entry)
       this.next()
       return
     }
-    if (!entry.answered) {
+    if (!answered) {
       // A task that timed out was reported then, with its own times.
       entry.startedAt = began
       entry.endedAt = ended
@@ -656,7 +660,7 @@ export class Scheduler {
     for (const lane of [this.lanes.request, this.lanes.background]) {
       let entry: Entry | undefined
       while ((entry = lane.shift()) !== undefined) {
-        entry.phase = Phase.Done
+        entry.state = EntryState.Done
         onDrop(entry.job)
         const err = new FST_BLOCKING_CLOSED(`${entry.job.label} was not started`)
         this.report(entry, 'dropped', err)
@@ -690,7 +694,7 @@ export class Scheduler {
     // Tasks still running count for what they have run so far: a long stream shows before its end.
     let busy = this.busyMs
     for (const entry of this.bySlot) {
-      if (entry !== undefined && entry.phase === Phase.Running && !this.ownPool(entry.job)) busy += this.busyOf(entry.slot, at)
+      if (entry !== undefined && entry.onThread && !this.ownPool(entry.job)) busy += this.busyOf(entry.slot, at)
     }
     return {
       request: this.lanes.request.stats(),
@@ -705,7 +709,7 @@ export class Scheduler {
    */
   timing (entry: Entry): { wait: number, run: number } | undefined {
     let started = entry.startedAt
-    if (started === 0 && entry.phase === Phase.Running) started = this.slots.begin(entry.slot)
+    if (started === 0 && entry.onThread) started = this.slots.begin(entry.slot)
     if (started === 0) return undefined
     return { wait: started - entry.enqueuedAt, run: (entry.endedAt === 0 ? now() : entry.endedAt) - started }
   }
