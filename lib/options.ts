@@ -3,7 +3,7 @@
 // register time, never on the first request.
 import { availableParallelism } from 'node:os'
 import { FST_BLOCKING_INVALID_OPTION } from './common/errors.js'
-import type { PressureThresholds } from './scheduler.js'
+import type { PressureThresholds } from './pressure.js'
 import type { BlockingPluginOptions, BlockingRouteOptions, MultipartLimits, QueueOptions } from './common/types.js'
 
 export interface ResolvedOptions {

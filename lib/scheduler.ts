@@ -21,7 +21,8 @@ import type { PoolAdapter } from './pools/adapter.js'
 import { Threads, type Channel } from './threads.js'
 import { writeLine } from './logs.js'
 import { errorOf, observed, publishTask, type TaskOutcome } from './diagnostics.js'
-import { Entry, EntryState, Lane, Timings, type Job, type LaneName } from './lane.js'
+import { Pressure, type PressureThresholds } from './pressure.js'
+import { Entry, EntryState, Lane, type Job, type LaneName } from './lane.js'
 import type { LaneStats } from './common/types.js'
 import {
   GAUGE_BACKGROUND_LIMIT,
@@ -37,21 +38,10 @@ import { now, SlotState, SlotTable } from './common/slots.js'
 /** How long a timed-out task may take to stop by itself (its request.signal is aborted) before its thread is terminated. */
 export const TIMEOUT_GRACE_MS = 100
 
-/** The window over which the queue wait's p99 is taken for the pressure check. */
-export const PRESSURE_WINDOW_MS = 1000
-
 /** A route whose tasks ran under this many ms on average is short: its tasks may queue on a thread. */
 export const SHORT_TASK_MS = 1
 /** Tasks a route must have completed before its average says anything. */
 const SHORT_TASK_SAMPLES = 16
-
-/** When the request lane counts as under pressure; 0 turns a threshold off. */
-export interface PressureThresholds {
-  /** ms: p99 of the queue waits over the last second, or the wait of the oldest queued request. */
-  maxQueueWait: number
-  /** Requests waiting for a thread. */
-  maxQueued: number
-}
 
 /** How the scheduler reaches the pools' threads (see attach()). */
 export interface AttachConfig {
@@ -102,10 +92,7 @@ export class Scheduler {
   private idleWaiters: Array<() => void> = []
   private readonly createdAt = now()
   private busyMs = 0
-  /** Queue waits of requests in the current pressure window, and the p99 of the window before it. */
-  private readonly recentWaits = new Timings()
-  private windowStart = now()
-  private previousWaitP99 = 0
+  private readonly pressure: Pressure
 
   constructor (readonly options: SchedulerOptions) {
     const slots = options.capacity * options.concurrency + options.backgroundCapacity
@@ -117,6 +104,7 @@ export class Scheduler {
       request: new Lane(options.maxQueue),
       background: new Lane(options.backgroundQueue)
     }
+    this.pressure = new Pressure(options.pressure, this.lanes.request)
     this.gauges = new SharedArrayBuffer(GAUGE_INTS * Int32Array.BYTES_PER_ELEMENT)
     this.gauge = new Int32Array(this.gauges)
     Atomics.store(this.gauge, GAUGE_BACKGROUND_LIMIT, options.backgroundQueue)
@@ -283,35 +271,9 @@ export class Scheduler {
     })
   }
 
-  /** Starts a new pressure window when the current one is over. */
-  private rotateWindow (at: number): void {
-    const age = at - this.windowStart
-    if (age < PRESSURE_WINDOW_MS) return
-    // The window just over counts only if it was the last one (no gap since).
-    this.previousWaitP99 = age < 2 * PRESSURE_WINDOW_MS && this.recentWaits.count > 0 ? this.recentWaits.percentile(99) : 0
-    this.recentWaits.reset()
-    this.windowStart = at
-  }
-
-  /** ms: the larger of the recent queue waits' p99 and the wait of the oldest request still queued. */
-  queueWait (): number {
-    const at = now()
-    this.rotateWindow(at)
-    const current = this.recentWaits.count > 0 ? this.recentWaits.percentile(99) : 0
-    const head = this.lanes.request.peek()
-    return Math.max(this.previousWaitP99, current, head === undefined ? 0 : at - head.enqueuedAt)
-  }
-
   /** Why the request lane is under pressure, or undefined when it is not (or no threshold is set). */
   pressured (): string | undefined {
-    const { maxQueued, maxQueueWait } = this.options.pressure
-    const waiting = this.lanes.request.waiting
-    if (maxQueued > 0 && waiting >= maxQueued) return `${waiting} requests are waiting (pressure.maxQueued is ${maxQueued})`
-    if (maxQueueWait > 0) {
-      const wait = this.queueWait()
-      if (wait >= maxQueueWait) return `requests wait ${wait.toFixed(1)} ms for a thread (pressure.maxQueueWait is ${maxQueueWait} ms)`
-    }
-    return undefined
+    return this.pressure.why()
   }
 
   /** Under pressure by a configured threshold, or with the request queue full (with maxQueue 0: every thread busy). */
@@ -393,11 +355,7 @@ export class Scheduler {
       job.meter.running++
       job.meter.waitTime.record(waited)
     }
-    // The pressure window is kept only when a threshold looks at it.
-    if (job.lane === 'request' && this.options.pressure.maxQueueWait > 0) {
-      this.rotateWindow(entry.dispatchedAt)
-      this.recentWaits.record(waited)
-    }
+    if (job.lane === 'request') this.pressure.waited(entry.dispatchedAt, waited)
     this.slots.post(slot)
     job.task.slot = slot
     if (job.timeout > 0) {
@@ -518,31 +476,48 @@ export class Scheduler {
     entry.timer.unref()
   }
 
+  /** The task is over (its outcome came, or its thread died): it gives back its slot and place, then is answered or, once, queued again. */
   private settle (entry: Entry, outcome: Outcome | undefined, err: Error | undefined): void {
-    const { job, slot } = entry
-    const lane = this.lanes[job.lane]
     if (entry.timer !== undefined) clearTimeout(entry.timer)
-    const { meter } = job
     // The timeout clock's last start (0: no thread started it), and the task's first.
-    const started = this.slots.start(slot)
-    const began = this.slots.begin(slot)
+    const started = this.slots.start(entry.slot)
+    const began = this.slots.begin(entry.slot)
     const ended = now()
-    if (started > 0) {
-      // A stream or upload runs from its start, its waits for the client included;
-      // utilization counts the run less those waits (busyOf()).
-      const finished = this.slots.end(slot)
-      lane.runTime.record(ended - began)
-      if (meter !== undefined) {
-        meter.runTime.record(ended - began)
-        meter.sample((finished > 0 ? finished : ended) - began)
-      }
-      if (!this.ownPool(job)) this.busyMs += this.busyOf(slot, finished > 0 ? finished : ended)
+    if (started > 0) this.measure(entry, began, ended)
+    const answered = entry.state === EntryState.TimedOut
+    this.release(entry)
+    if (err !== undefined && started === 0 && !answered && this.retries(entry, err)) {
+      // Its thread died (another task on it timed out or crashed) before it
+      // started it: it has not run, so it goes back to the head of its queue.
+      entry.state = EntryState.Queued
+      this.lanes[entry.job.lane].unshift(entry)
+    } else if (!answered) {
+      // A task that timed out was reported then, with its own times.
+      entry.startedAt = began
+      entry.endedAt = ended
+      this.answer(entry, outcome, err)
     }
-    // Wakes a worker-side Atomics.waitAsync() on this slot, if any (see workers/signal.ts).
+    this.next()
+  }
+
+  /** Run times and utilization. A stream or upload runs from its start, its waits for the client included; utilization counts the run less those waits (busyOf()). */
+  private measure (entry: Entry, began: number, ended: number): void {
+    const { job, slot } = entry
+    const finished = this.slots.end(slot)
+    this.lanes[job.lane].runTime.record(ended - began)
+    if (job.meter !== undefined) {
+      job.meter.runTime.record(ended - began)
+      job.meter.sample((finished > 0 ? finished : ended) - began)
+    }
+    if (!this.ownPool(job)) this.busyMs += this.busyOf(slot, finished > 0 ? finished : ended)
+  }
+
+  /** Gives back the slot (waking a worker-side Atomics.waitAsync() on it, see workers/signal.ts), the thread's place and the counts. */
+  private release (entry: Entry): void {
+    const { job, slot } = entry
     this.slots.set(slot, SlotState.Free)
     this.free.push(slot)
     this.bySlot[slot] = undefined
-    const answered = entry.state === EntryState.TimedOut
     const waiting = entry.state === EntryState.Waiting
     entry.state = EntryState.Done
     const channel = entry.channel!
@@ -556,45 +531,40 @@ export class Scheduler {
       this.streams--
       channel.held--
     }
-    lane.running--
-    if (meter !== undefined) meter.running--
-    if (err !== undefined && started === 0 && !answered && entry.attempts === 1 && !this.closing && err.name !== 'DataCloneError' &&
-      job.transferList === undefined) {
-      // Its thread died (another task on it timed out or crashed) before it
-      // started it: it has not run, so it goes back to the head of its queue, once.
-      // (Not a stream or an upload: the port it carried went to the dead thread.)
-      entry.state = EntryState.Queued
-      lane.unshift(entry)
-      this.next()
-      return
-    }
-    if (!answered) {
-      // A task that timed out was reported then, with its own times.
-      entry.startedAt = began
-      entry.endedAt = ended
-      if (err === undefined && outcome !== undefined && outcome.kind !== PayloadKind.Error) {
-        lane.completed++
-        if (meter !== undefined) meter.completed++
-        this.report(entry, outcome.kind === PayloadKind.Skipped ? 'skipped' : 'completed')
-        entry.resolve(outcome)
-      } else {
-        lane.failed++
-        if (meter !== undefined) meter.failed++
-        const value = outcome?.kind === PayloadKind.Error ? outcome.value : undefined
-        if (err !== undefined || value?.name === 'DataCloneError') {
-          const translated = this.translate(job, err ?? value)
-          this.report(entry, translated instanceof FST_BLOCKING_NOT_CLONEABLE ? 'failed' : 'crashed', translated)
-          entry.reject(translated)
-        } else {
-          this.report(entry, 'failed', value)
-          entry.resolve(outcome!)
-        }
-      }
-    }
-    this.next()
+    this.lanes[job.lane].running--
+    if (job.meter !== undefined) job.meter.running--
   }
 
-  /** Maps what a pool rejects with to our errors. */
+  /** Whether a task whose thread died before it started may be queued again: once, and not one whose port or bytes went with the thread (a stream, an upload). */
+  private retries (entry: Entry, err: Error): boolean {
+    return entry.attempts === 1 && !this.closing && err.name !== 'DataCloneError' && entry.job.transferList === undefined
+  }
+
+  /** Resolves or rejects the caller, and reports the task. */
+  private answer (entry: Entry, outcome: Outcome | undefined, err: Error | undefined): void {
+    const { job } = entry
+    const lane = this.lanes[job.lane]
+    const { meter } = job
+    if (err === undefined && outcome !== undefined && outcome.kind !== PayloadKind.Error) {
+      lane.completed++
+      if (meter !== undefined) meter.completed++
+      this.report(entry, outcome.kind === PayloadKind.Skipped ? 'skipped' : 'completed')
+      entry.resolve(outcome)
+      return
+    }
+    lane.failed++
+    if (meter !== undefined) meter.failed++
+    const value = outcome?.kind === PayloadKind.Error ? outcome.value : undefined
+    if (err !== undefined || value?.name === 'DataCloneError') {
+      const translated = this.translate(job, err ?? value)
+      this.report(entry, translated instanceof FST_BLOCKING_NOT_CLONEABLE ? 'failed' : 'crashed', translated)
+      entry.reject(translated)
+    } else {
+      this.report(entry, 'failed', value)
+      entry.resolve(outcome!)
+    }
+  }
+
   private translate (job: Job, err: Error | SerializedError | undefined): Error {
     if (err?.name === 'DataCloneError') {
       // Thrown by the pool while it sent the task (the main thread's side), or
