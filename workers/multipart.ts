@@ -86,184 +86,287 @@ function boundaryOf (contentType: string): string {
 
 /** `parsing.ms`: the time spent on the body's chunks is added there (the thread's work, for utilization). */
 export function parseUpload (spec: UploadSpec, parsing: { ms: number } = { ms: 0 }): Promise<ParsedUpload> {
-  const { port, limits, spoolThreshold } = spec
-  const fields: Record<string, string | string[]> = {}
-  const files: ParsedFile[] = []
-  const spooled: string[] = []
-  const writes: Array<Promise<void>> = []
-  const outs: WriteStream[] = []
-  let failed: Error | undefined
-
-  const send = (message: UploadControl, transfer?: ArrayBuffer[]): void => port.postMessage(message, transfer)
-
   return new Promise<ParsedUpload>((resolve, reject) => {
-    let settled = false
-    const fail = (err: Error): void => {
-      if (failed !== undefined) return
-      failed = err
-      // Stop the main thread from sending the rest of the body.
-      send({ type: 'upload:stop' })
-      port.removeAllListeners('close')
-      port.close()
-      busboy.removeAllListeners('finish')
-      busboy.on('error', () => {})
-      busboy.destroy()
-      // Half-written spool files: stop writing, then delete them.
-      for (const out of outs) out.destroy()
-      Promise.allSettled(writes).then(() => removeSpooled(spooled)).then(() => {
-        settled = true
-        reject(err)
-      }, reject)
-    }
-    const limit = (what: string): void => fail(new FST_BLOCKING_MULTIPART_LIMIT(what))
-
     let busboy: InstanceType<typeof Busboy>
     let scanner: PartScanner
     try {
-      busboy = createBusboy(spec.contentType, limits)
-      scanner = new PartScanner(boundaryOf(spec.contentType), limits.headerPairs ?? 2000)
+      busboy = createBusboy(spec.contentType, spec.limits)
+      scanner = new PartScanner(boundaryOf(spec.contentType), spec.limits.headerPairs ?? 2000)
     } catch (err) {
-      port.close()
+      spec.port.close()
       reject(new FST_BLOCKING_MULTIPART_INVALID((err as Error).message))
       return
     }
-
-    // busboy's multipart parser ignores fieldNameSize (only its urlencoded one has it): checked here.
-    const maxName = limits.fieldNameSize ?? 100
-    // A part without a name parameter has none (undefined): nothing to measure.
-    const nameTooLong = (name: string | undefined): boolean => name !== undefined && Buffer.byteLength(name) > maxName
-    // The parts busboy reported: at the end, as many as the scanner checked, or one was dropped.
-    let reported = 0
-    const unnamed = (): void => fail(new FST_BLOCKING_MULTIPART_INVALID('a part has no name (its Content-Disposition has no name parameter)'))
-    busboy.on('field', (name: string | undefined, value: string, nameTruncated: boolean, valueTruncated: boolean) => {
-      reported++
-      if (name === undefined) return unnamed()
-      if (nameTruncated || nameTooLong(name)) return limit(`a field name is longer than fieldNameSize (${maxName} bytes)`)
-      if (valueTruncated) return limit(`field "${name}" is longer than fieldSize (${limits.fieldSize ?? 1_048_576} bytes)`)
-      setField(fields, name, value)
-    })
-    busboy.on('file', (fieldname: string | undefined, stream: Readable, filename: string, encoding: string, mimetype: string) => {
-      reported++
-      if (fieldname === undefined || nameTooLong(fieldname)) {
-        stream.resume()
-        return fieldname === undefined ? unnamed() : limit(`a field name is longer than fieldNameSize (${maxName} bytes)`)
-      }
-      const record: ParsedFile = { fieldname, filename, mimetype, encoding, size: 0 }
-      // In the order of the body, whichever part ends first.
-      files.push(record)
-      let chunks: Buffer[] | undefined = []
-      let out: WriteStream | undefined
-      stream.on('limit', () => limit(`file "${filename}" is larger than fileSize (${limits.fileSize} bytes)`))
-      stream.on('data', (chunk: Buffer) => {
-        // busboy reports a limit before it delivers the bytes that passed it:
-        // once the upload has failed (and deleted its files), start no file.
-        if (failed !== undefined) return
-        record.size += chunk.length
-        if (out === undefined && record.size > spoolThreshold) {
-          // Past the threshold: spool to a temporary file, named by us, never by the client.
-          const path = join(tmpdir(), `fastify-blocking-${randomUUID()}`)
-          spooled.push(path)
-          send({ type: 'upload:spooled', path })
-          // Readable by this user only; never an existing file (no link followed).
-          const file = createWriteStream(path, { mode: 0o600, flags: 'wx' })
-          out = file
-          outs.push(file)
-          writes.push(new Promise((resolve, reject) => {
-            file.on('close', resolve)
-            file.on('error', reject)
-          }))
-          for (const c of chunks!) out.write(c)
-          chunks = undefined
-          record.path = path
-        }
-        if (out !== undefined) {
-          // A slow disk pauses the part, and with it the parser and the socket.
-          if (!out.write(chunk)) {
-            stream.pause()
-            out.once('drain', () => stream.resume())
-          }
-        } else {
-          chunks!.push(chunk)
-        }
-      })
-      stream.on('end', () => {
-        if (failed !== undefined) return
-        if (out !== undefined) out.end()
-        else record.buffer = Buffer.concat(chunks!)
-      })
-      stream.on('error', (err: Error) => fail(new FST_BLOCKING_MULTIPART_INVALID(err.message)))
-    })
-    busboy.on('partsLimit', () => limit(`more parts than parts (${limits.parts})`))
-    busboy.on('filesLimit', () => limit(`more files than files (${limits.files})`))
-    busboy.on('fieldsLimit', () => limit(`more fields than fields (${limits.fields})`))
-    busboy.on('error', (err: Error) => fail(new FST_BLOCKING_MULTIPART_INVALID(err.message)))
-    busboy.on('finish', () => {
-      if (failed !== undefined) return
-      if (reported !== scanner.parts) return fail(new FST_BLOCKING_MULTIPART_INVALID(`busboy reported ${reported} of the ${scanner.parts} parts`))
-      Promise.all(writes).then(() => {
-        if (failed !== undefined || settled) return
-        settled = true
-        send({ type: 'upload:parsed' })
-        port.removeAllListeners('close')
-        port.close()
-        resolve({ fields, files, spooled })
-      }, (err: Error) => fail(err))
-    })
-
-    // The main thread closes the port when the client goes away.
-    port.on('close', () => {
-      if (!settled && failed === undefined) fail(new FST_BLOCKING_MULTIPART_INVALID('the request body ended early (the client went away)'))
-    })
-    // Credit goes back once busboy has taken the bytes (its callback runs when
-    // it is ready for more, later if a file part is paused), in batches: one
-    // message per quarter of the window, not one per chunk.
-    let owed = 0
-    // The memory the chunks came in goes back to the main thread with the
-    // credit (see UploadControl 'upload:more'): freed there, by the thread that
-    // allocated it and allocates the next socket reads, it is reused at once.
-    // Freed here, late (this thread's collector has little reason to run),
-    // the main thread would take fresh pages for every read of a new server.
-    let spent: ArrayBuffer[] = []
-    const giveCredit = (): void => {
-      const returned = spent
-      spent = []
-      send({ type: 'upload:more', credit: owed, ...(returned.length > 0 ? { returned } : {}) }, returned)
-      owed = 0
-    }
-    // Says "started": the main thread stops counting the task against maxThreads while the body arrives.
-    send({ type: 'upload:more', credit: 0 })
-    const repay = (bytes: number): void => {
-      owed += bytes
-      if (failed === undefined && owed >= CREDIT_BATCH) giveCredit()
-    }
-    port.on('message', (message: UploadMessage) => {
-      if (failed !== undefined) return
-      switch (message.type) {
-        case 'upload:chunk': {
-          const began = performance.now()
-          const { chunk } = message
-          // A copy in this thread's memory: busboy and the file streams may keep slices of it.
-          const own = Buffer.from(chunk)
-          spent.push(chunk.buffer as ArrayBuffer)
-          try {
-            scanner.push(own)
-          } catch (err) {
-            return fail(err as Error)
-          }
-          busboy.write(own, () => repay(own.byteLength))
-          parsing.ms += performance.now() - began
-          break
-        }
-        case 'upload:end':
-          if (owed > 0 || spent.length > 0) giveCredit()
-          busboy.end()
-          break
-        case 'upload:abort':
-          fail(new FST_BLOCKING_MULTIPART_INVALID('the request body ended early (the client aborted)'))
-          break
-        default:
-          fail(unknownMessage('upload (in the worker)', message))
-      }
-    })
+    new UploadParser(spec, busboy, scanner, parsing, resolve, reject).start()
   })
+}
+
+/**
+ * One upload in this thread: the port protocol (UploadMessage in,
+ * UploadControl out) on one side, busboy's events on the other. It owns the
+ * spool files until it settles: resolved, they go to the handler's task
+ * (removeSpooled at its end); failed, it deletes them itself.
+ */
+class UploadParser {
+  private readonly fields: Record<string, string | string[]> = {}
+  private readonly files: ParsedFile[] = []
+  private readonly spooled: string[] = []
+  private readonly writes: Array<Promise<void>> = []
+  private readonly outs: WriteStream[] = []
+  /** Set once: every event after it is ignored. */
+  failed: Error | undefined
+  private settled = false
+  /** The parts busboy reported: at the end, as many as the scanner checked, or one was dropped. */
+  private reported = 0
+  /** busboy's multipart parser ignores fieldNameSize (only its urlencoded one has it): checked here. */
+  private readonly maxName: number
+  /**
+   * Credit goes back once busboy has taken the bytes (its callback runs when
+   * it is ready for more, later if a file part is paused), in batches: one
+   * message per quarter of the window, not one per chunk.
+   */
+  private owed = 0
+  /**
+   * The sizes of the chunks busboy has yet to take, in the order written: a
+   * Writable calls back in that order, so one callback serves every chunk.
+   */
+  private readonly taking: number[] = []
+  /**
+   * The memory the chunks came in goes back to the main thread with the
+   * credit (see UploadControl 'upload:more'): freed there, by the thread that
+   * allocated it and allocates the next socket reads, it is reused at once.
+   * Freed here, late (this thread's collector has little reason to run),
+   * the main thread would take fresh pages for every read of a new server.
+   */
+  private spent: ArrayBuffer[] = []
+
+  constructor (
+    readonly spec: UploadSpec,
+    private readonly busboy: InstanceType<typeof Busboy>,
+    private readonly scanner: PartScanner,
+    private readonly parsing: { ms: number },
+    private readonly resolve: (upload: ParsedUpload) => void,
+    private readonly reject: (err: Error) => void
+  ) {
+    this.maxName = spec.limits.fieldNameSize ?? 100
+  }
+
+  start (): void {
+    const { busboy, spec: { port, limits } } = this
+    busboy.on('field', (name: string | undefined, value: string, nameTruncated: boolean, valueTruncated: boolean) => this.onField(name, value, nameTruncated, valueTruncated))
+    busboy.on('file', (fieldname: string | undefined, stream: Readable, filename: string, encoding: string, mimetype: string) => this.onFile(fieldname, stream, filename, encoding, mimetype))
+    busboy.on('partsLimit', () => this.limit(`more parts than parts (${limits.parts})`))
+    busboy.on('filesLimit', () => this.limit(`more files than files (${limits.files})`))
+    busboy.on('fieldsLimit', () => this.limit(`more fields than fields (${limits.fields})`))
+    busboy.on('error', (err: Error) => this.fail(new FST_BLOCKING_MULTIPART_INVALID(err.message)))
+    busboy.on('finish', () => this.onFinish())
+    // The main thread closes the port when the client goes away.
+    port.on('close', () => this.onClose())
+    // Says "started": the main thread stops counting the task against maxThreads while the body arrives.
+    this.send({ type: 'upload:more', credit: 0 })
+    port.on('message', (message: UploadMessage) => this.onMessage(message))
+  }
+
+  // --- the port: the body's bytes in, credit and control out ---
+
+  private onMessage (message: UploadMessage): void {
+    if (this.failed !== undefined) return
+    switch (message.type) {
+      case 'upload:chunk': return this.onChunk(message.chunk)
+      case 'upload:end': return this.onEnd()
+      case 'upload:abort': return this.onAbort()
+      default: return this.fail(unknownMessage('upload (in the worker)', message))
+    }
+  }
+
+  private onChunk (chunk: Uint8Array): void {
+    const began = performance.now()
+    // A copy in this thread's memory: busboy and the file streams may keep slices of it.
+    const own = Buffer.from(chunk)
+    this.spent.push(chunk.buffer as ArrayBuffer)
+    try {
+      this.scanner.push(own)
+    } catch (err) {
+      return this.fail(err as Error)
+    }
+    this.taking.push(own.byteLength)
+    this.busboy.write(own, this.onTaken)
+    this.parsing.ms += performance.now() - began
+  }
+
+  private onEnd (): void {
+    if (this.owed > 0 || this.spent.length > 0) this.grantCredit()
+    this.busboy.end()
+  }
+
+  private onAbort (): void {
+    this.fail(new FST_BLOCKING_MULTIPART_INVALID('the request body ended early (the client aborted)'))
+  }
+
+  private onClose (): void {
+    if (!this.settled && this.failed === undefined) this.fail(new FST_BLOCKING_MULTIPART_INVALID('the request body ended early (the client went away)'))
+  }
+
+  /** busboy's write callback: one function for every chunk, no closure per message. */
+  private readonly onTaken = (): void => {
+    this.owed += this.taking.shift()!
+    if (this.failed === undefined && this.owed >= CREDIT_BATCH) this.grantCredit()
+  }
+
+  private grantCredit (): void {
+    const returned = this.spent
+    this.spent = []
+    this.send({ type: 'upload:more', credit: this.owed, ...(returned.length > 0 ? { returned } : {}) }, returned)
+    this.owed = 0
+  }
+
+  private send (message: UploadControl, transfer?: ArrayBuffer[]): void {
+    this.spec.port.postMessage(message, transfer)
+  }
+
+  private closePort (): void {
+    this.spec.port.removeAllListeners('close')
+    this.spec.port.close()
+  }
+
+  // --- busboy: fields, files, limits, the end of the body ---
+
+  private onField (name: string | undefined, value: string, nameTruncated: boolean, valueTruncated: boolean): void {
+    this.reported++
+    if (name === undefined) return this.unnamed()
+    if (nameTruncated || this.nameTooLong(name)) return this.nameLimit()
+    if (valueTruncated) return this.limit(`field "${name}" is longer than fieldSize (${this.spec.limits.fieldSize ?? 1_048_576} bytes)`)
+    setField(this.fields, name, value)
+  }
+
+  private onFile (fieldname: string | undefined, stream: Readable, filename: string, encoding: string, mimetype: string): void {
+    this.reported++
+    if (fieldname === undefined || this.nameTooLong(fieldname)) {
+      stream.resume()
+      return fieldname === undefined ? this.unnamed() : this.nameLimit()
+    }
+    const record: ParsedFile = { fieldname, filename, mimetype, encoding, size: 0 }
+    // In the order of the body, whichever part ends first.
+    this.files.push(record)
+    new FilePart(this, stream, record).listen()
+  }
+
+  private onFinish (): void {
+    if (this.failed !== undefined) return
+    if (this.reported !== this.scanner.parts) return this.fail(new FST_BLOCKING_MULTIPART_INVALID(`busboy reported ${this.reported} of the ${this.scanner.parts} parts`))
+    Promise.all(this.writes).then(() => this.settle(), (err: Error) => this.fail(err))
+  }
+
+  /** Every part is parsed and every spool file written: the handler runs now. */
+  private settle (): void {
+    if (this.failed !== undefined || this.settled) return
+    this.settled = true
+    this.send({ type: 'upload:parsed' })
+    this.closePort()
+    this.resolve({ fields: this.fields, files: this.files, spooled: this.spooled })
+  }
+
+  // --- failures ---
+
+  /** A part without a name parameter has none (undefined): nothing to measure. */
+  private nameTooLong (name: string | undefined): boolean {
+    return name !== undefined && Buffer.byteLength(name) > this.maxName
+  }
+
+  private nameLimit (): void {
+    this.limit(`a field name is longer than fieldNameSize (${this.maxName} bytes)`)
+  }
+
+  private unnamed (): void {
+    this.fail(new FST_BLOCKING_MULTIPART_INVALID('a part has no name (its Content-Disposition has no name parameter)'))
+  }
+
+  limit (what: string): void {
+    this.fail(new FST_BLOCKING_MULTIPART_LIMIT(what))
+  }
+
+  fail (err: Error): void {
+    if (this.failed !== undefined) return
+    this.failed = err
+    // Stop the main thread from sending the rest of the body.
+    this.send({ type: 'upload:stop' })
+    this.closePort()
+    this.busboy.removeAllListeners('finish')
+    // The upload has failed with its first error: what busboy says as it is destroyed is not news.
+    this.busboy.on('error', () => {})
+    this.busboy.destroy()
+    // Half-written spool files: stop writing, then delete them.
+    for (const out of this.outs) out.destroy()
+    Promise.allSettled(this.writes).then(() => removeSpooled(this.spooled)).then(() => {
+      this.settled = true
+      this.reject(err)
+    }, this.reject)
+  }
+
+  // --- spool files ---
+
+  /** A temporary file for a part past spoolThreshold, named by us, never by the client. */
+  openSpool (): { path: string, out: WriteStream } {
+    const path = join(tmpdir(), `fastify-blocking-${randomUUID()}`)
+    this.spooled.push(path)
+    // Before the first byte: the main thread deletes it if this thread dies.
+    this.send({ type: 'upload:spooled', path })
+    // Readable by this user only; never an existing file (no link followed).
+    const out = createWriteStream(path, { mode: 0o600, flags: 'wx' })
+    this.outs.push(out)
+    this.writes.push(new Promise((resolve, reject) => {
+      out.on('close', resolve)
+      out.on('error', reject)
+    }))
+    return { path, out }
+  }
+}
+
+/** One file part as it arrives: in memory up to spoolThreshold, beyond it in a spool file. */
+class FilePart {
+  private chunks: Buffer[] | undefined = []
+  private out: WriteStream | undefined
+
+  constructor (private readonly upload: UploadParser, private readonly stream: Readable, private readonly record: ParsedFile) {}
+
+  listen (): void {
+    const { upload, stream, record } = this
+    stream.on('limit', () => upload.limit(`file "${record.filename}" is larger than fileSize (${upload.spec.limits.fileSize} bytes)`))
+    stream.on('data', (chunk: Buffer) => this.onData(chunk))
+    stream.on('end', () => this.onEnd())
+    stream.on('error', (err: Error) => upload.fail(new FST_BLOCKING_MULTIPART_INVALID(err.message)))
+  }
+
+  private onData (chunk: Buffer): void {
+    // busboy reports a limit before it delivers the bytes that passed it:
+    // once the upload has failed (and deleted its files), start no file.
+    if (this.upload.failed !== undefined) return
+    this.record.size += chunk.length
+    if (this.out === undefined && this.record.size > this.upload.spec.spoolThreshold) this.spool()
+    if (this.out === undefined) {
+      this.chunks!.push(chunk)
+    } else if (!this.out.write(chunk)) {
+      // A slow disk pauses the part, and with it the parser and the socket.
+      this.stream.pause()
+      this.out.once('drain', this.resume)
+    }
+  }
+
+  private onEnd (): void {
+    if (this.upload.failed !== undefined) return
+    if (this.out !== undefined) this.out.end()
+    else this.record.buffer = Buffer.concat(this.chunks!)
+  }
+
+  private spool (): void {
+    const { path, out } = this.upload.openSpool()
+    this.out = out
+    for (const chunk of this.chunks!) out.write(chunk)
+    this.chunks = undefined
+    this.record.path = path
+  }
+
+  private readonly resume = (): void => {
+    this.stream.resume()
+  }
 }

@@ -33,6 +33,11 @@ function typeName (value: unknown): string {
   return value === null ? 'null' : typeof value === 'object' ? (value.constructor?.name ?? 'object') : typeof value
 }
 
+/** Where a coalesced message goes: the stream's port. */
+interface ChunkSink {
+  send (chunk: Uint8Array): void
+}
+
 /**
  * The bytes a stream has yet to send, gathered in a buffer of its own (a
  * copy: the generator may reuse what it yielded). Each flush hands over the
@@ -44,60 +49,61 @@ class Coalescer {
   /** When the first byte waiting was added (performance.now()). */
   since = 0
 
-  /** Adds a yielded value (what waits goes to `flush` first when it does not fit); returns its size in bytes. */
-  add (value: unknown, flush: (chunk: Uint8Array) => void): number {
-    if (typeof value === 'string') {
-      if (value.length === 0) return 0
-      const size = Buffer.byteLength(value)
-      if (size > COALESCE_BYTES) {
-        this.flushTo(flush)
-        flush(encoder.encode(value))
-        return size
-      }
-      if (this.length + size > COALESCE_BYTES) this.flushTo(flush)
-      return this.append(size, (target) => encoder.encodeInto(value, target).written)
-    }
-    if (value instanceof Uint8Array) {
-      const size = value.byteLength
-      if (size === 0) return 0
-      if (size > COALESCE_BYTES) {
-        this.flushTo(flush)
-        flush(copyBytes(value))
-        return size
-      }
-      if (this.length + size > COALESCE_BYTES) this.flushTo(flush)
-      return this.append(size, (target) => {
-        target.set(value)
-        return size
-      })
-    }
+  constructor (private readonly sink: ChunkSink) {}
+
+  /** Adds a yielded value (what waits is sent first when it does not fit); returns its size in bytes. */
+  add (value: unknown): number {
+    if (typeof value === 'string') return this.addString(value)
+    if (value instanceof Uint8Array) return this.addBytes(value)
     throw new TypeError(`a streaming handler may yield strings, Buffers or Uint8Arrays, not ${typeName(value)}`)
   }
 
-  private written (): Uint8Array {
-    this.buffer ??= new Uint8Array(COALESCE_BYTES)
-    return this.buffer.subarray(this.length)
-  }
-
-  private append (size: number, write: (target: Uint8Array) => number): number {
-    if (this.length === 0) this.since = performance.now()
-    this.length += write(this.written())
+  private addString (value: string): number {
+    if (value.length === 0) return 0
+    const size = Buffer.byteLength(value)
+    if (size > COALESCE_BYTES) {
+      this.flush()
+      this.sink.send(encoder.encode(value))
+      return size
+    }
+    this.length += encoder.encodeInto(value, this.room(size).subarray(this.length)).written
     return size
   }
 
-  /** Hands what waits to `flush`, if anything, in a buffer of its own that `flush` may transfer. */
-  flushTo (flush: (chunk: Uint8Array) => void): void {
+  private addBytes (value: Uint8Array): number {
+    const size = value.byteLength
+    if (size === 0) return 0
+    if (size > COALESCE_BYTES) {
+      this.flush()
+      this.sink.send(copyBytes(value))
+      return size
+    }
+    this.room(size).set(value, this.length)
+    this.length += size
+    return size
+  }
+
+  /** The buffer, with room for `size` more bytes after `length`. */
+  private room (size: number): Uint8Array {
+    if (this.length + size > COALESCE_BYTES) this.flush()
+    if (this.length === 0) this.since = performance.now()
+    this.buffer ??= new Uint8Array(COALESCE_BYTES)
+    return this.buffer
+  }
+
+  /** Sends what waits, if anything, in a buffer of its own that the sink may transfer. */
+  flush (): void {
     if (this.length === 0) return
     const buffer = this.buffer!
     const length = this.length
     this.length = 0
     if (length < COALESCE_BYTES / 4) {
       // A few bytes: a copy of them goes, the buffer stays for the next ones.
-      flush(buffer.slice(0, length))
+      this.sink.send(buffer.slice(0, length))
       return
     }
     this.buffer = undefined
-    flush(buffer.subarray(0, length))
+    this.sink.send(buffer.subarray(0, length))
   }
 }
 
@@ -117,10 +123,15 @@ interface Mode {
   abort?: (() => void) | undefined
 }
 
+/**
+ * A generator handler's task: its chunks flow over the task's port from the
+ * start, as the main thread's first credit (highWaterMark) allows.
+ */
 export function runStream (task: StreamTask, fn: Function, slots: SlotTable, gauges: Int32Array, config: unknown): Promise<Outcome> {
   const reply = createReply(task.request, gauges, task.slot)
   const request = new WorkerRequest(task.request, config, reply, slots, task.slot)
-  return pump(task.port, task.highWaterMark, { slots, slot: task.slot }, { returned: false }, reply, () => fn(request, reply) as Gen)
+  const producer = new StreamProducer(task.port, task.highWaterMark, { slots, slot: task.slot }, { returned: false }, reply)
+  return producer.run(() => fn(request, reply) as Gen)
 }
 
 /** A Node Readable (or a look-alike from the readable-stream package), a web ReadableStream, or a generator object. */
@@ -176,128 +187,203 @@ export function handOff (value: unknown, reply: WorkerReply, at: Slot): { port: 
   const { port1, port2 } = new MessageChannel()
   const { source, abort } = sourceOf(value)
   // Status and headers went with the task's outcome: what is set later is not sent.
-  const done = pump(port1, 0, at, { returned: true, abort }, reply, () => source)
+  const done = new StreamProducer(port1, 0, at, { returned: true, abort }, reply).run(() => source)
   handedOff.add(done)
   void done.finally(() => handedOff.delete(done))
   return { port: port2, done }
 }
 
-async function pump (port: MessagePort, initialCredit: number, at: Slot, mode: Mode, reply: WorkerReply, open: () => Source): Promise<Outcome> {
-  const { slots, slot } = at
-  let credit = initialCredit
-  let cancelled = false
-  let wake: (() => void) | undefined
-  let protocolError: Error | undefined
-  const isCancelled = (): boolean => cancelled || slots.state(slot) === SlotState.Cancelled
-  const cancel = (): void => {
-    if (!cancelled) mode.abort?.()
-    cancelled = true
+/**
+ * The worker end of a stream's port: it reads the source as far as the
+ * main thread's credit (StreamControl 'stream:more') allows and sends what it
+ * yields (StreamMessage), until the source ends or throws, or the client
+ * leaves ('stream:cancel', the port's close, or the task's slot cancelled).
+ */
+class StreamProducer implements ChunkSink {
+  private readonly slots: SlotTable
+  private readonly slot: number
+  private cancelled = false
+  /** Resolves the wait for credit, while the producer waits. */
+  private wake: (() => void) | undefined
+  /** An unexpected message: thrown by the loop, which sends it as the stream's error. */
+  private protocolError: Error | undefined
+  /**
+   * Yields gather here until a message is worth sending (COALESCE_BYTES),
+   * the first of them has waited COALESCE_MS, the credit is spent, the
+   * generator waits for something (a turn of the event loop) or ends.
+   */
+  private readonly pending = new Coalescer(this)
+  private flushScheduled = false
+  private head: Head | undefined
+  private sentFirst = false
+  /**
+   * A returned stream is read at once, before any credit comes: a Readable's
+   * iterator listens for its errors from its first next() only (an error
+   * before it would end the thread).
+   */
+  private ahead: Promise<IteratorResult<unknown>> | undefined
+
+  constructor (
+    private readonly port: MessagePort,
+    private credit: number,
+    at: Slot,
+    private readonly mode: Mode,
+    private readonly reply: WorkerReply
+  ) {
+    this.slots = at.slots
+    this.slot = at.slot
+    port.on('message', (message: StreamControl) => this.onMessage(message))
+    // The main thread closes the port when the client goes away, or the stream timed out.
+    port.on('close', () => this.onClose())
   }
 
-  port.on('message', (message: StreamControl) => {
-    if (message.type === 'stream:more') credit += message.credit
-    else if (message.type === 'stream:cancel') cancel()
-    else protocolError = unknownMessage('stream (in the worker)', message)
-    wake?.()
-  })
-  // The main thread closes the port when the client goes away, or the stream timed out.
-  port.on('close', () => {
-    cancel()
-    wake?.()
-  })
-  const post = (message: StreamMessage, transfer?: ArrayBuffer[]): void => {
-    port.postMessage(message, transfer)
-  }
+  // --- the port: credit and cancellation in ---
 
-  // Yields gather here until a message is worth sending (COALESCE_BYTES),
-  // the first of them has waited COALESCE_MS, the credit is spent, the
-  // generator waits for something (a turn of the event loop) or ends.
-  const pending = new Coalescer()
-  let head: Head | undefined
-  let sentFirst = false
-  const send = (chunk: Uint8Array): void => {
-    const message: StreamMessage = { type: 'stream:chunk', chunk }
-    if (!sentFirst) {
-      sentFirst = true
-      if (!mode.returned) message.head = head
-    }
-    post(message, [chunk.buffer as ArrayBuffer])
-  }
-  let flushScheduled = false
-  const flushLater = (): void => {
-    flushScheduled = false
-    if (!cancelled) pending.flushTo(send)
-  }
-
-  let gen: Source | undefined
-  // A returned stream is read at once, before any credit comes: a Readable's
-  // iterator listens for its errors from its first next() only (an error
-  // before it would end the thread).
-  let ahead: Promise<IteratorResult<unknown>> | undefined
-  try {
-    gen = open()
-    if (mode.returned) {
-      ahead = Promise.resolve(gen.next())
-      ahead.catch(() => {})
-    }
-    for (;;) {
-      if (protocolError !== undefined) throw protocolError
-      if (isCancelled()) {
-        cancel()
-        // Runs the generator's finally blocks (destroys a Readable).
-        await gen.return?.(undefined)
+  private onMessage (message: StreamControl): void {
+    switch (message.type) {
+      case 'stream:more':
+        this.onMore(message.credit)
         break
+      case 'stream:cancel':
+        this.onCancel()
+        break
+      default:
+        this.protocolError = unknownMessage('stream (in the worker)', message)
+    }
+    this.wakeUp()
+  }
+
+  private onMore (credit: number): void {
+    this.credit += credit
+  }
+
+  private onCancel (): void {
+    if (!this.cancelled) this.mode.abort?.()
+    this.cancelled = true
+  }
+
+  private onClose (): void {
+    this.onCancel()
+    this.wakeUp()
+  }
+
+  private wakeUp (): void {
+    const wake = this.wake
+    this.wake = undefined
+    wake?.()
+  }
+
+  private isCancelled (): boolean {
+    return this.cancelled || this.slots.state(this.slot) === SlotState.Cancelled
+  }
+
+  // --- the source: read as credit allows ---
+
+  /** Reads the source to its end and reports it: the task's outcome (its logs, if the client left). */
+  async run (open: () => Source): Promise<Outcome> {
+    try {
+      const source = open()
+      if (this.mode.returned) this.readAhead(source)
+      await this.produce(source)
+      if (!this.cancelled) this.end()
+    } catch (err) {
+      if (!this.cancelled) this.error(err)
+    } finally {
+      this.port.close()
+    }
+    // The port may be closed (the client went away): what the handler logged and kept goes back with the task.
+    if (!this.cancelled) return { kind: PayloadKind.Empty }
+    const skipped: Outcome = { kind: PayloadKind.Skipped }
+    const logs = seal(this.reply)
+    if (logs !== undefined) skipped.logs = logs
+    return skipped
+  }
+
+  private readAhead (source: Source): void {
+    this.ahead = Promise.resolve(source.next())
+    // Its failure is the stream's error when the loop awaits it, not an unhandled rejection before.
+    this.ahead.catch(() => {})
+  }
+
+  private async produce (source: Source): Promise<void> {
+    for (;;) {
+      if (this.protocolError !== undefined) throw this.protocolError
+      if (this.isCancelled()) {
+        this.onCancel()
+        // Runs the generator's finally blocks (destroys a Readable).
+        await source.return?.(undefined)
+        return
       }
-      if (credit <= 0) {
-        pending.flushTo(send)
-        // Waiting for the client: the timeout clock stops (see the scheduler),
-        // and this thread is free for other tasks. The wait's start is kept in
-        // the slot, and its length added to the time waited: utilization
-        // counts the rest.
-        slots.startWaiting(slot)
-        await new Promise<void>((resolve) => { wake = resolve })
-        wake = undefined
+      if (this.credit <= 0) {
+        await this.waitForCredit()
         // Fails to go back to Running if the task was cancelled meanwhile: the next turn sees it.
-        slots.stopWaiting(slot)
+        this.slots.stopWaiting(this.slot)
         continue
       }
-      const step = await (ahead ?? gen.next())
-      ahead = undefined
-      if (step.done === true) break
-      // Status and headers are the response's as they were at the first yield.
-      head ??= headOf(reply)
-      const size = pending.add(step.value, send)
-      if (size === 0) continue
-      credit -= size
-      // taskTimeout counts the time between chunks.
-      slots.restartClock(slot)
-      if (pending.length > 0) {
-        if (performance.now() - pending.since >= COALESCE_MS) {
-          pending.flushTo(send)
-        } else if (!flushScheduled) {
-          // Runs only once the generator waits for something other than itself.
-          flushScheduled = true
-          setImmediate(flushLater)
-        }
-      }
+      const step = await (this.ahead ?? source.next())
+      this.ahead = undefined
+      if (step.done === true) return
+      this.take(step.value)
     }
-    if (!cancelled) {
-      pending.flushTo(send)
-      post({ type: 'stream:end', outcome: finish(reply, { kind: PayloadKind.Empty }) }, transferOf(reply))
-    }
-  } catch (err) {
-    if (!cancelled) {
-      // What the generator yielded before it threw still goes first.
-      pending.flushTo(send)
-      post({ type: 'stream:error', outcome: errorOutcome(err, seal(reply)) })
-    }
-  } finally {
-    port.close()
   }
-  // The port may be closed (the client went away): what the handler logged and kept goes back with the task.
-  if (!cancelled) return { kind: PayloadKind.Empty }
-  const skipped: Outcome = { kind: PayloadKind.Skipped }
-  const logs = seal(reply)
-  if (logs !== undefined) skipped.logs = logs
-  return skipped
+
+  /**
+   * Waiting for the client: the timeout clock stops (see the scheduler), and
+   * this thread is free for other tasks. The wait's start is kept in the
+   * slot, and its length added to the time waited: utilization counts the rest.
+   */
+  private waitForCredit (): Promise<void> {
+    this.pending.flush()
+    this.slots.startWaiting(this.slot)
+    return new Promise<void>(this.park)
+  }
+
+  private readonly park = (resolve: () => void): void => {
+    this.wake = resolve
+  }
+
+  private take (value: unknown): void {
+    // Status and headers are the response's as they were at the first yield.
+    this.head ??= headOf(this.reply)
+    const size = this.pending.add(value)
+    if (size === 0) return
+    this.credit -= size
+    // taskTimeout counts the time between chunks.
+    this.slots.restartClock(this.slot)
+    if (this.pending.length === 0) return
+    if (performance.now() - this.pending.since >= COALESCE_MS) {
+      this.pending.flush()
+    } else if (!this.flushScheduled) {
+      // Runs only once the generator waits for something other than itself.
+      this.flushScheduled = true
+      setImmediate(this.flushLater)
+    }
+  }
+
+  private readonly flushLater = (): void => {
+    this.flushScheduled = false
+    if (!this.cancelled) this.pending.flush()
+  }
+
+  // --- the port: chunks, the end or the error out ---
+
+  send (chunk: Uint8Array): void {
+    const message: StreamMessage = { type: 'stream:chunk', chunk }
+    if (!this.sentFirst) {
+      this.sentFirst = true
+      if (!this.mode.returned) message.head = this.head
+    }
+    this.port.postMessage(message, [chunk.buffer as ArrayBuffer])
+  }
+
+  private end (): void {
+    this.pending.flush()
+    this.port.postMessage({ type: 'stream:end', outcome: finish(this.reply, { kind: PayloadKind.Empty }) } satisfies StreamMessage, transferOf(this.reply))
+  }
+
+  private error (err: unknown): void {
+    // What the generator yielded before it threw still goes first.
+    this.pending.flush()
+    this.port.postMessage({ type: 'stream:error', outcome: errorOutcome(err, seal(this.reply)) } satisfies StreamMessage)
+  }
 }
