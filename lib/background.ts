@@ -25,7 +25,7 @@ interface Pending {
   log: FastifyBaseLogger
 }
 
-type ReplyWithPending = FastifyReply & { [kBackgroundPending]: Pending[] | null }
+type ReplyWithPending = FastifyReply & { [kBackgroundPending]?: Pending[] | null }
 
 /** The name a worker-made call is logged under: the task's own, if this thread has loaded its module. */
 function nameOfId (id: string): string {
@@ -118,7 +118,7 @@ export class Background {
     }
     const state = reply as ReplyWithPending
     let list = state[kBackgroundPending]
-    if (list === null) {
+    if (list == null) {
       const tasks: Pending[] = []
       list = tasks
       state[kBackgroundPending] = tasks

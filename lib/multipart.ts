@@ -28,7 +28,7 @@ const PRIVATE_TYPE = 'application/x-fastify-blocking-multipart'
 /** Bytes of a body in flight to the worker before it grants more. */
 export const UPLOAD_HIGH_WATER_MARK = 1_048_576
 
-type UploadRequest = FastifyRequest & { [kUploadContentType]: string | null, [kUploadBody]: Readable | null, [kUploadReply]: FastifyReply | null }
+type UploadRequest = FastifyRequest & { [kUploadContentType]?: string | null, [kUploadBody]?: Readable | null, [kUploadReply]?: FastifyReply | null }
 
 function isMultipart (contentType: string | undefined): contentType is string {
   return contentType !== undefined && /^multipart\/form-data\b/i.test(contentType)
@@ -60,7 +60,7 @@ const rememberReply: onRequestHookHandler = function (request, reply, done) {
 
 const restoreContentType: preValidationHookHandler = function (request, reply, done) {
   const original = (request as UploadRequest)[kUploadContentType]
-  if (original !== null) request.headers['content-type'] = original
+  if (original != null) request.headers['content-type'] = original
   done()
 }
 
@@ -320,7 +320,7 @@ export function readMultipart (
     return Promise.reject(err)
   }
   const upload = startUpload(found.body, found.contentType, parsing)
-  const reply = (request as UploadRequest)[kUploadReply]
+  const reply = (request as UploadRequest)[kUploadReply] ?? null
   let entry: Entry
   try {
     entry = submitParse(request, scheduler, plugin, upload)

@@ -67,7 +67,7 @@ interface PendingAdd {
   claimed: boolean
 }
 
-type ReplyWithAdds = FastifyReply & { [kQueueAdds]: PendingAdd[] | null }
+type ReplyWithAdds = FastifyReply & { [kQueueAdds]?: PendingAdd[] | null }
 
 /** How often at most stats() asks Redis for the queue's counts. */
 const COUNTS_EVERY_MS = 1000
@@ -247,7 +247,7 @@ export class DurableQueue {
     }
     const state = reply as ReplyWithAdds
     let list = state[kQueueAdds]
-    if (list === null) {
+    if (list == null) {
       const adds: PendingAdd[] = []
       list = adds
       state[kQueueAdds] = adds
@@ -285,7 +285,7 @@ export class DurableQueue {
    */
   beforeSend (reply: FastifyReply): Promise<void> | undefined {
     const adds = (reply as ReplyWithAdds)[kQueueAdds]
-    if (adds === null || adds.every((add) => add.claimed)) return undefined
+    if (adds == null || adds.every((add) => add.claimed)) return undefined
     const mine = adds.filter((add) => !add.claimed)
     for (const add of mine) add.claimed = true
     return Promise.all(mine.map((add) => add.added)).then((results) => {

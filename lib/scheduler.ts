@@ -322,7 +322,7 @@ export class Scheduler {
         if (state !== SlotState.Posted && state !== SlotState.Running && state !== SlotState.Waiting) break
         if (slots.swap(entry.slot, state, SlotState.Cancelled)) break
       }
-      slots.set(entry.slot, slots.state(entry.slot))
+      slots.notify(entry.slot)
     }
   }
 

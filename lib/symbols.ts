@@ -1,7 +1,9 @@
 // Every private key the plugin sets on objects it does not own, in one place
 // (as Fastify core's lib/symbols.js). The request and reply keys are declared
-// once, with their starting value, as decorations (lib/index.ts), so that every
-// request and reply keeps one shape.
+// once, with their starting value (null), as decorations (lib/decorators.ts),
+// so that every request and reply keeps one shape. A context created before
+// the plugin was registered does not get value decorations (Fastify copies
+// them into a context when it is made), so readers take undefined as null.
 
 /** request: a multipart body held back for the worker, and its own content type (multipart.ts). */
 export const kUploadBody = Symbol('fastify-blocking.upload-body')

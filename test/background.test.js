@@ -1,4 +1,6 @@
 import { test } from 'tap'
+import Fastify from 'fastify'
+import blocking from 'fastify-blocking'
 import { build, gate, pools, until } from './helpers.js'
 import { waitAtGate } from './fixtures/gate.js'
 import * as b from './fixtures/background.js'
@@ -13,6 +15,28 @@ async function counted (i32, n) {
 }
 
 for (const pool of pools) {
+  test(`${pool}: reply.background in a context made before the plugin was registered`, async (t) => {
+    const app = Fastify()
+    t.teardown(() => app.close())
+    const sab = new SharedArrayBuffer(8)
+    const i32 = new Int32Array(sab)
+    // Fastify copies value decorations into a context when it makes it: this
+    // one has the plugin's methods but not its private reply state.
+    app.register(async (early) => {
+      early.get('/bg', async (request, reply) => {
+        reply.background(b.mark, sab, 7)
+        reply.background(b.mark, sab, 8)
+        return 'sent'
+      })
+    })
+    await app.register(blocking, { pool, maxThreads: 1 })
+    const res = await app.inject('/bg')
+    t.equal(res.statusCode, 200)
+    t.equal(res.body, 'sent')
+    await counted(i32, 2)
+    await until(() => app.blocking.stats().background.completed === 2, { what: 'both tasks' })
+  })
+
   test(`${pool}: reply.background on the main thread runs the task in the pool after the response`, async (t) => {
     const app = await build(t, pool)
     const sab = new SharedArrayBuffer(8)

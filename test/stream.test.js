@@ -2,7 +2,24 @@ import { test } from 'tap'
 import { build, get, listen, pools, readAll, until } from './helpers.js'
 import * as s from './fixtures/streams.js'
 
+/** What s.bigStrings sends. */
+function bigStringsBody () {
+  let body = ''
+  for (let i = 0; i < 6; i++) body += `<${i}>` + String.fromCharCode(97 + i).repeat(100 * 1024)
+  return body + 'end'
+}
+
 for (const pool of pools) {
+  test(`${pool}: strings that overflow the worker's coalescing buffer arrive whole, in order, once`, async (t) => {
+    const app = await build(t, pool, { maxThreads: 1 })
+    app.get('/strings', { blocking: true }, s.bigStrings)
+    const res = await app.inject('/strings')
+    t.equal(res.statusCode, 200)
+    const expected = bigStringsBody()
+    t.equal(res.rawPayload.length, Buffer.byteLength(expected), 'no byte more or less')
+    t.ok(res.body === expected, 'byte for byte')
+  })
+
   test(`${pool}: every yielded chunk arrives in order, with the status and headers set before the first`, async (t) => {
     const app = await build(t, pool)
     app.get('/mixed', { blocking: true }, s.mixed)

@@ -66,7 +66,9 @@ class Coalescer {
       this.sink.send(encoder.encode(value))
       return size
     }
-    this.length += encoder.encodeInto(value, this.room(size).subarray(this.length)).written
+    // room() may flush, which resets length: read it after.
+    const buffer = this.room(size)
+    this.length += encoder.encodeInto(value, buffer.subarray(this.length)).written
     return size
   }
 

@@ -84,6 +84,11 @@ export class SlotTable {
     Atomics.notify(this.ints, slot * SLOT_INTS + STATE)
   }
 
+  /** Wakes a worker waiting on the slot's state (workers/signal.ts). */
+  notify (slot: number): void {
+    Atomics.notify(this.ints, slot * SLOT_INTS + STATE)
+  }
+
   // -- both -----------------------------------------------------------------
 
   state (slot: number): SlotState {
