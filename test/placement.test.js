@@ -82,42 +82,43 @@ test('piscina: a task goes beside streams that wait for their clients before a n
   stream.destroy()
 })
 
-for (const pool of pools) {
-  test(`${pool}: past the streams' cap, a queued stream does not hold up requests behind it`, async (t) => {
-    const app = await build(t, pool, { maxThreads: 1 })
-    app.get('/big', { blocking: true }, s.big)
-    app.get('/quick', { blocking: true }, f.quick)
-    await app.listen({ port: 0, host: '127.0.0.1' })
-    const { port } = app.server.address()
-    const streams = []
-    for (let i = 0; i < 16; i++) streams.push(await pausedStream(port))
-    await until(() => app.blocking.stats().running === 16, { what: '16 streams' })
-    // The 17th waits for a place; the request behind it must not.
-    const req = httpRequest({ host: '127.0.0.1', port, path: '/big?n=100000' })
-    req.on('error', () => {})
-    req.end()
-    await until(() => app.blocking.stats().queued === 1, { what: 'the 17th stream to queue' })
-    t.equal((await app.inject('/quick')).statusCode, 200)
-    req.destroy()
+/**
+ * A one-thread app whose streams' cap is full: 16 streams waiting for clients
+ * that do not read, and a 17th queued for a place. closeStreams() ends them all.
+ */
+async function fillStreamCap (t, pool, options) {
+  const app = await build(t, pool, options)
+  app.get('/big', { blocking: true }, s.big)
+  app.get('/quick', { blocking: true }, f.quick)
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const { port } = app.server.address()
+  const streams = []
+  for (let i = 0; i < 16; i++) streams.push(await pausedStream(port))
+  await until(() => app.blocking.stats().running === 16, { what: '16 streams' })
+  const queued = httpRequest({ host: '127.0.0.1', port, path: '/big?n=100000' })
+  queued.on('error', () => {})
+  queued.end()
+  await until(() => app.blocking.stats().queued === 1, { what: 'the 17th stream to queue' })
+  const closeStreams = async () => {
+    queued.destroy()
     for (const stream of streams) stream.destroy()
     await until(() => app.blocking.stats().running === 0 && app.blocking.stats().queued === 0, { what: 'every stream to end' })
+  }
+  return { app, closeStreams }
+}
+
+for (const pool of pools) {
+  test(`${pool}: past the streams' cap, a queued stream does not hold up requests behind it`, async (t) => {
+    const { app, closeStreams } = await fillStreamCap(t, pool, { maxThreads: 1 })
+    // The 17th waits for a place; the request behind it must not.
+    t.equal((await app.inject('/quick')).statusCode, 200)
+    await closeStreams()
   })
 }
 
 for (const pool of pools) {
   test(`${pool}: streams held back by their cap fill maxQueue only for work that would wait`, async (t) => {
-    const app = await build(t, pool, { maxThreads: 1, maxQueue: 1 })
-    app.get('/big', { blocking: true }, s.big)
-    app.get('/quick', { blocking: true }, f.quick)
-    await app.listen({ port: 0, host: '127.0.0.1' })
-    const { port } = app.server.address()
-    const streams = []
-    for (let i = 0; i < 16; i++) streams.push(await pausedStream(port))
-    await until(() => app.blocking.stats().running === 16, { what: '16 streams' })
-    const req = httpRequest({ host: '127.0.0.1', port, path: '/big?n=100000' })
-    req.on('error', () => {})
-    req.end()
-    await until(() => app.blocking.stats().queued === 1, { what: 'the 17th stream to queue' })
+    const { app, closeStreams } = await fillStreamCap(t, pool, { maxThreads: 1, maxQueue: 1 })
     // The queue holds maxQueue (1) tasks, but once the streams wait for their
     // clients a thread can take a request at once: it is not refused. (Asked
     // again while a stream still uses its credit, after a turn of the event
@@ -134,8 +135,6 @@ for (const pool of pools) {
     t.equal(refused.statusCode, 503)
     t.equal(refused.json().code, 'FST_BLOCKING_QUEUE_FULL')
     t.ok(refused.headers['retry-after'])
-    req.destroy()
-    for (const stream of streams) stream.destroy()
-    await until(() => app.blocking.stats().running === 0 && app.blocking.stats().queued === 0, { what: 'every stream to end' })
+    await closeStreams()
   })
 }
