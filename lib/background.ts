@@ -12,7 +12,7 @@ import type { DurableQueue } from './queue.js'
 import type { Entry } from './lane.js'
 import type { Scheduler } from './scheduler.js'
 import type { LaneName } from './lane.js'
-import { kBackgroundPending } from './symbols.js'
+import { addToReply, kBackgroundPending } from './symbols.js'
 import { handlerNumbers } from './threads.js'
 import { bufferIndexes, ownBuffer, uncloneable } from './common/clone.js'
 import type { BackgroundCall, RunTask } from './common/protocol.js'
@@ -24,8 +24,6 @@ interface Pending {
   buffers: number[] | undefined
   log: FastifyBaseLogger
 }
-
-type ReplyWithPending = FastifyReply & { [kBackgroundPending]?: Pending[] | null }
 
 /** The name a worker-made call is logged under: the task's own, if this thread has loaded its module. */
 function nameOfId (id: string): string {
@@ -116,19 +114,11 @@ export class Background {
       this.start(pending)
       return
     }
-    const state = reply as ReplyWithPending
-    let list = state[kBackgroundPending]
-    if (list == null) {
-      const tasks: Pending[] = []
-      list = tasks
-      state[kBackgroundPending] = tasks
-      // 'close' comes once the response is over: sent, or cut by the client.
-      reply.raw.once('close', () => {
-        for (const task of tasks) this.start(task)
-      })
-    }
-    list.push(pending)
+    addToReply(reply, kBackgroundPending, pending, this.startPending)
   }
+
+  /** start(), bound once: the reply's close hands it each pending task. */
+  private readonly startPending = (pending: Pending): void => this.start(pending)
 
   private start (pending: Pending): void {
     const { name, log } = pending

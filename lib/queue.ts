@@ -19,7 +19,7 @@ import { stableName, TaskTable } from './task-names.js'
 import type { QueueCounts, QueueJobOptions, QueueStats } from './common/types.js'
 import { encodeArgs, type JobData } from './common/json.js'
 import { now } from './common/slots.js'
-import { kQueueAdds } from './symbols.js'
+import { addToReply, kQueueAdds } from './symbols.js'
 
 export type BullMQ = typeof import('bullmq')
 type RedisCtor = typeof import('ioredis').Redis
@@ -245,19 +245,9 @@ export class DurableQueue {
       this.afterResponse(reply.log, pending)
       return
     }
-    const state = reply as ReplyWithAdds
-    let list = state[kQueueAdds]
-    if (list == null) {
-      const adds: PendingAdd[] = []
-      list = adds
-      state[kQueueAdds] = adds
-      // A response that ends without onSend (the client left, a hijacked reply):
-      // whatever onSend did not take is handled now.
-      reply.raw.once('close', () => {
-        for (const add of adds) if (!add.claimed) this.afterResponse(reply.log, add)
-      })
-    }
-    list.push(pending)
+    // A response that ends without onSend (the client left, a hijacked reply):
+    // whatever onSend did not take is handled at its close.
+    addToReply(reply, kQueueAdds, pending, (add) => { if (!add.claimed) this.afterResponse(reply.log, add) })
   }
 
   private afterResponse (log: FastifyBaseLogger, pending: PendingAdd): void {

@@ -4,6 +4,7 @@
 // so that every request and reply keeps one shape. A context created before
 // the plugin was registered does not get value decorations (Fastify copies
 // them into a context when it is made), so readers take undefined as null.
+import type { FastifyReply } from 'fastify'
 
 /** request: a multipart body held back for the worker, and its own content type (multipart.ts). */
 export const kUploadBody = Symbol('fastify-blocking.upload-body')
@@ -23,6 +24,26 @@ export const kBlockingHandler = Symbol('fastify-blocking.handler')
 export const kTimed = Symbol('fastify-blocking.timed')
 /** An app: the routes declared on it, to find blocking routes the plugin did not see (unseen.ts). */
 export const kDeclared = Symbol('fastify-blocking.declared')
+
+/**
+ * Adds `item` to the list the reply keeps under `key`. The list is made on
+ * first use, with one 'close' listener on the raw response (it comes once the
+ * response is over: sent, or cut by the client) that hands every item to
+ * `atClose`.
+ */
+export function addToReply<T> (reply: FastifyReply, key: typeof kBackgroundPending | typeof kQueueAdds, item: T, atClose: (item: T) => void): void {
+  const state = reply as FastifyReply & Record<typeof key, T[] | null | undefined>
+  let list = state[key]
+  if (list == null) {
+    const items: T[] = []
+    list = items
+    state[key] = items
+    reply.raw.once('close', () => {
+      for (const each of items) atClose(each)
+    })
+  }
+  list.push(item)
+}
 
 /** The request and reply decorations above, each with its starting value. */
 export const requestState = [kUploadBody, kUploadContentType, kUploadReply] as const
