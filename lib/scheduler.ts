@@ -217,7 +217,7 @@ export class Scheduler {
     if (waits && lane.waiting >= lane.limit && !reserved) {
       throw this.refuse(entry, new FST_BLOCKING_QUEUE_FULL(`${lane.waiting} ${job.lane === 'request' ? 'requests' : 'background tasks'} are waiting`))
     }
-    const pressure = job.lane === 'request' && waits ? this.pressured() : undefined
+    const pressure = job.lane === 'request' && waits ? this.pressure.why() : undefined
     if (pressure !== undefined) throw this.refuse(entry, new FST_BLOCKING_UNDER_PRESSURE(pressure))
     lane.push(entry)
     if (job.lane === 'background') this.publish()
@@ -271,16 +271,11 @@ export class Scheduler {
     })
   }
 
-  /** Why the request lane is under pressure, or undefined when it is not (or no threshold is set). */
-  pressured (): string | undefined {
-    return this.pressure.why()
-  }
-
   /** Under pressure by a configured threshold, or with the request queue full (with maxQueue 0: every thread busy). */
   underPressure (): boolean {
     const lane = this.lanes.request
     const full = lane.limit > 0 ? lane.waiting >= lane.limit : this.active >= this.options.capacity
-    return full || this.pressured() !== undefined
+    return full || this.pressure.why() !== undefined
   }
 
   /** A stream has produced all its client allowed: it waits, and its thread may run other work. */
